@@ -1,0 +1,449 @@
+"""Scheduler interface and the shared request bookkeeping (plain Python, no SimPy).
+
+Contract (DESIGN §6). A replica's engine loop does, until it has no work::
+
+    out = scheduler.schedule(now)              # SchedulerOutput: who runs, how many tokens
+    dt  = cost_model.step_time_s(out.agg)      # batch aggregates only
+    ... wait dt of simulated time ...
+    scheduler.update_from_output(out, now+dt)  # append tokens, finish, free KV
+
+Requests reach the scheduler through ``add_request``; finished and rejected requests are
+collected in ``self.finished`` (drained by the engine after each update).
+
+Decode progress is implicit: every running request that has finished its prefill ("decoder")
+gets exactly one token in every step that runs decodes, so the scheduler keeps one decode counter
+``D`` and, per decoder, the counter value at which it joined. Its generated tokens and context
+are ``g0 + (D − d0)`` and ``c0 + (D − d0)``; the batch sum of contexts is ``K + nd·D``. Finishes,
+KV block boundaries (paged) and sliding-window crossings are heap events keyed by ``D``, so a
+decode step costs O(1) plus O(requests whose state changes), never a loop over the batch.
+
+Inter-token latency is recorded exactly as a weighted sample: every decode step adds one gap per
+decoding request, grouped by the time of the request's previous token (``itl.add(gap, count)``).
+"""
+from __future__ import annotations
+
+import heapq
+
+from llmsim.cost.types import BatchAggregates
+from llmsim.scheduling.queue import make_queue
+from llmsim.workload.request import FINISHED, REJECTED
+
+PREFILL = 0
+DECODE = 1
+
+
+class SeqState:
+    """Scheduler-private state of one running request."""
+
+    __slots__ = ("req", "phase", "d0", "c0", "g0", "capped", "active", "last_token_s",
+                 "need_block", "scheduled")
+
+    def __init__(self, req):
+        self.req = req
+        self.phase = PREFILL
+        self.d0 = 0
+        self.c0 = 0
+        self.g0 = 0
+        self.capped = False
+        self.active = True
+        self.last_token_s = None
+        self.need_block = False
+        self.scheduled = 0     # prefill tokens allocated for the step being scheduled
+
+
+class SchedulerOutput:
+    """One step: ``prefills`` is a list of (SeqState, n_new_tokens) chunks, ``num_decodes``
+    the number of decoders that each get one token, ``agg`` the cost-model aggregates."""
+
+    __slots__ = ("prefills", "num_decodes", "agg", "num_preempted")
+
+    def __init__(self, prefills, num_decodes, agg, num_preempted=0):
+        self.prefills = prefills
+        self.num_decodes = num_decodes
+        self.agg = agg
+        self.num_preempted = num_preempted
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.prefills and not self.num_decodes
+
+    @property
+    def num_tokens(self) -> int:
+        return self.agg.prefill_tokens + self.agg.decode_seqs
+
+
+class NullItl:
+    """ITL sink that drops samples (for tests that do not look at ITL)."""
+
+    def add(self, gap_s: float, count: int) -> None:
+        pass
+
+
+class Scheduler:
+    """Base class: waiting queue, running set, implicit decode progress, preemption.
+
+    Subclasses implement ``schedule(now)``. Parameters follow vLLM: ``max_num_seqs``,
+    ``max_num_batched_tokens`` (token budget of one step), ``enable_chunked_prefill``,
+    ``preemption_mode`` ('recompute'; 'swap' needs a host tier, see issue on offload),
+    ``scheduling_policy`` (fcfs | priority | sjf). ``sliding_window`` caps the context a decode
+    token attends to (cost only; KV is still held in full).
+    """
+
+    name = "base"
+
+    def __init__(self, kv, *, max_num_seqs=256, max_num_batched_tokens=8192,
+                 enable_chunked_prefill=False, preemption_mode="recompute",
+                 scheduling_policy="fcfs", sliding_window=None, max_model_len=None,
+                 max_queue_len=None, request_timeout_s=None, itl=None, length_key=None):
+        if max_num_batched_tokens < max_num_seqs and self.name in ("sarathi", "orca"):
+            raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
+        self.kv = kv
+        self.block_size = kv.block_size
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.enable_chunked_prefill = enable_chunked_prefill
+        self.preemption_mode = preemption_mode
+        self.window = sliding_window
+        self.max_model_len = max_model_len
+        self.max_queue_len = max_queue_len
+        self.request_timeout_s = request_timeout_s
+        self.itl = itl or NullItl()
+        self.waiting = make_queue(scheduling_policy, length_key)
+        self.running: dict = {}          # Request -> SeqState, admission order
+        self.prefilling: dict = {}       # subset of running still in prefill, admission order
+        self.finished: list = []         # finished/rejected since last drain
+        # implicit decode state
+        self.D = 0
+        self.nd = 0
+        self.n_capped = 0
+        self.K = 0
+        self._finish_heap: list = []
+        self._block_heap: list = []
+        self._window_heap: list = []
+        self._hseq = 0
+        self._joined: dict = {}          # last_token_s -> count, decoders not yet decoded
+        self._last_decode_end_s = 0.0
+        self._decode_reserved = 0        # 1 while decoders hold the slot of the step scheduled
+        # counters
+        self.num_preemptions = 0
+        self.tokens_out = 0
+        self.num_finished = 0
+
+    # ------------------------------------------------------------------ admission ------
+    def admission_problem(self, req) -> str | None:
+        """Why ``req`` can never be served by this replica (None if it can)."""
+        total = req.num_prompt_tokens + req.max_tokens
+        if self.max_model_len is not None and total > self.max_model_len:
+            return (f"prompt + output = {total} tokens exceeds the model's context length "
+                    f"{self.max_model_len}")
+        need = self.kv.tokens_needed(req)
+        if self.kv.blocks_for(need) > self.kv.num_blocks:
+            return (f"needs {need} KV tokens; the replica's KV cache holds "
+                    f"{self.kv.capacity_tokens}")
+        if not self.enable_chunked_prefill and req.num_prompt_tokens > self.max_num_batched_tokens:
+            return (f"prompt of {req.num_prompt_tokens} tokens exceeds max_num_batched_tokens "
+                    f"{self.max_num_batched_tokens} with chunked prefill off")
+        return None
+
+    def add_request(self, req, now: float) -> bool:
+        """Queue a new request. Returns False (and records it rejected) if it can never run or
+        the admission limit is reached."""
+        reason = self.admission_problem(req)
+        if reason is None and self.max_queue_len is not None and \
+                len(self.waiting) >= self.max_queue_len:
+            reason = f"waiting queue full (max_queue_len={self.max_queue_len})"
+        if reason is not None:
+            self._reject(req, now, reason)
+            return False
+        self.waiting.push(req)
+        return True
+
+    def _reject(self, req, now, reason):
+        req.status = REJECTED
+        req.reason = reason
+        req.finish_s = now
+        self.finished.append(req)
+
+    def has_work(self) -> bool:
+        return bool(self.running) or bool(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def _pop_waiting_ready(self, now):
+        """Next waiting request (peek) after dropping timed-out ones, or None."""
+        w = self.waiting
+        while w:
+            req = w.peek()
+            if self.request_timeout_s is not None and req.num_output_tokens == 0 and \
+                    now - req.arrival_s > self.request_timeout_s:
+                w.pop()
+                self._reject(req, now, f"timed out after waiting more than "
+                                       f"{self.request_timeout_s} s")
+                continue
+            return req
+        return None
+
+    # ------------------------------------------------------------------ decode state ---
+    def _push(self, heap, key, st):
+        self._hseq += 1
+        heapq.heappush(heap, (key, self._hseq, st))
+
+    def _join_decode(self, st, now):
+        """Move a request whose prefill just completed (and sampled) into the decode group."""
+        req = st.req
+        del self.prefilling[req]
+        st.phase = DECODE
+        st.d0 = D = self.D
+        st.c0 = c0 = req.num_computed_tokens
+        st.g0 = req.num_output_tokens
+        st.last_token_s = now
+        self.nd += 1
+        w = self.window
+        if w is not None and c0 >= w:
+            st.capped = True
+            self.n_capped += 1
+        else:
+            st.capped = False
+            self.K += c0 - D
+            if w is not None:
+                self._push(self._window_heap, D + (w - c0), st)
+        self._push(self._finish_heap, D + (req.max_tokens - st.g0), st)
+        if self.kv.decode_grows:
+            self._push(self._block_heap, D + ((-c0) % self.block_size), st)
+        self._joined[now] = self._joined.get(now, 0) + 1
+
+    def _leave_decode(self, st):
+        """Remove a decoder from the aggregates and materialise its counters on the request."""
+        req = st.req
+        k = self.D - st.d0
+        req.num_computed_tokens = st.c0 + k
+        req.num_output_tokens = st.g0 + k
+        self.nd -= 1
+        if st.capped:
+            self.n_capped -= 1
+        else:
+            self.K -= st.c0 - st.d0
+        if k == 0:  # joined since the last decode step: still in the joined group
+            t = st.last_token_s
+            c = self._joined[t] - 1
+            if c:
+                self._joined[t] = c
+            else:
+                del self._joined[t]
+        else:
+            st.last_token_s = self._last_decode_end_s
+        st.phase = PREFILL
+
+    def decode_ctx_sum(self) -> int:
+        D = self.D
+        s = self.K + (self.nd - self.n_capped) * D
+        if self.n_capped:
+            s += self.n_capped * self.window
+        return s
+
+    def _decode_block_needs(self):
+        """Pop this step's block-boundary events: decoders that need one more block."""
+        heap = self._block_heap
+        D = self.D
+        needing = []
+        bs = self.block_size
+        while heap and heap[0][0] <= D:
+            _, _, st = heapq.heappop(heap)
+            if st.active and st.phase == DECODE:
+                st.need_block = True
+                needing.append(st)
+        return needing
+
+    def _reserve_decode_blocks(self, now) -> int:
+        """Allocate the blocks decoders need this step, preempting from the tail of the running
+        set until they fit. Returns the number of preemptions."""
+        if not self.kv.decode_grows or not self.nd:
+            return 0
+        needing = self._decode_block_needs()
+        need = len(needing)
+        npre = 0
+        while need > self.kv.num_free_blocks and self.running:
+            victim = next(reversed(self.running))
+            st = self.running[victim]
+            if st.phase == DECODE and st.need_block:
+                need -= 1
+            self._preempt(st, now)
+            npre += 1
+        self.kv.allocate_blocks(need)
+        self._decode_reserved = 1
+        bs = self.block_size
+        D = self.D
+        for st in needing:
+            if st.need_block:
+                st.need_block = False
+                if st.active:
+                    self._push(self._block_heap, D + bs, st)
+        return npre
+
+    # ------------------------------------------------------------------ state changes --
+    def _held_tokens(self, st) -> int:
+        if st.phase == DECODE:
+            return st.c0 + (self.D - st.d0)
+        return st.req.num_computed_tokens
+
+    def _remove_running(self, st):
+        st.active = False
+        req = st.req
+        held = st.scheduled
+        if st.phase == DECODE:
+            self._leave_decode(st)
+            held = self._decode_reserved
+        else:
+            del self.prefilling[req]
+        del self.running[req]
+        self.kv.free(req, req.num_computed_tokens + held)
+        st.scheduled = 0
+
+    def _preempt(self, st, now):
+        """Preempt by recompute: drop the KV, back to the head of the waiting queue; the next
+        prefill recomputes prompt + generated tokens."""
+        req = st.req
+        self._remove_running(st)
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        if st.last_token_s is not None:
+            req.sched = st.last_token_s  # time of its last token, for the ITL gap on resume
+        self.num_preemptions += 1
+        self.waiting.push_front(req)
+
+    def _finish(self, req, now):
+        req.status = FINISHED
+        req.finish_s = now
+        self.num_finished += 1
+        self.finished.append(req)
+
+    # ------------------------------------------------------------------ prefill admission
+    def _admit(self, req, now) -> SeqState:
+        st = SeqState(req)
+        self.running[req] = st
+        self.prefilling[req] = st
+        if req.first_scheduled_s is None:
+            req.first_scheduled_s = now
+        return st
+
+    def _try_prefill_chunk(self, st, n, use_watermark) -> bool:
+        req = st.req
+        held = req.num_computed_tokens
+        if not self.kv.can_allocate(req, held, held + n, use_watermark):
+            return False
+        if self.kv.allocate_slots(req, held, held + n):
+            st.scheduled = n
+            return True
+        return False
+
+    def _make_output(self, prefills, num_decodes, npre):
+        """Build the SchedulerOutput and its aggregates from explicit prefill chunks and the
+        implicit decode group."""
+        ps = pt = pnc = pn2 = pc = sampled = 0
+        w = self.window
+        for st, n in prefills:
+            req = st.req
+            c = req.num_computed_tokens
+            if w is not None and c > w:
+                c = w
+            ps += 1
+            pt += n
+            pnc += n * c
+            pn2 += n * n
+            pc += c
+            if req.num_computed_tokens + n >= req.num_tokens:
+                sampled += 1
+        if num_decodes:
+            agg = BatchAggregates(ps, pt, pnc, pn2, pc, num_decodes, self.decode_ctx_sum(),
+                                  sampled + num_decodes)
+        else:
+            agg = BatchAggregates(ps, pt, pnc, pn2, pc, 0, 0, sampled)
+        return SchedulerOutput(prefills, num_decodes, agg, npre)
+
+    # ------------------------------------------------------------------ update ---------
+    def update_from_output(self, out: SchedulerOutput, now: float) -> None:
+        """Apply a completed step at time ``now`` (its end)."""
+        self._decode_reserved = 0
+        if out.num_decodes:
+            self._advance_decodes(now)
+        for st, n in out.prefills:
+            if not st.active:
+                continue
+            req = st.req
+            st.scheduled = 0
+            req.num_computed_tokens += n
+            if req.num_computed_tokens >= req.num_tokens:
+                self._sample_after_prefill(st, now)
+
+    def _advance_decodes(self, now):
+        itl = self.itl
+        joined = self._joined
+        cont = self.nd
+        if joined:
+            for t, cnt in joined.items():
+                itl.add(now - t, cnt)
+                cont -= cnt
+            joined.clear()
+        if cont:
+            itl.add(now - self._last_decode_end_s, cont)
+        self._last_decode_end_s = now
+        self.tokens_out += self.nd
+        self.D = D = self.D + 1
+        heap = self._finish_heap
+        while heap and heap[0][0] <= D:
+            _, _, st = heapq.heappop(heap)
+            if st.active and st.phase == DECODE:
+                self._on_decode_finished(st, now)
+        if self.window is not None:
+            wh = self._window_heap
+            while wh and wh[0][0] <= D:
+                _, _, st = heapq.heappop(wh)
+                if st.active and st.phase == DECODE and not st.capped:
+                    st.capped = True
+                    self.K -= st.c0 - st.d0
+                    self.n_capped += 1
+
+    def _on_decode_finished(self, st, now):
+        self._remove_running(st)
+        self._finish(st.req, now)
+
+    def _sample_after_prefill(self, st, now):
+        """The prefill reached the last known token: one token is sampled."""
+        req = st.req
+        req.num_output_tokens += 1
+        self.tokens_out += 1
+        if req.first_token_s is None:
+            req.first_token_s = now
+        elif req.sched is not None:  # resumed after preemption: the gap since its last token
+            self.itl.add(now - req.sched, 1)
+            req.sched = None
+        if req.num_output_tokens >= req.max_tokens:
+            st.active = False
+            del self.running[req]
+            del self.prefilling[req]
+            self.kv.free(req, req.num_computed_tokens)
+            self._finish(req, now)
+        else:
+            self._join_decode(st, now)
+
+    # ------------------------------------------------------------------ end of run -----
+    def drain_unfinished(self):
+        """Materialise counters of every request still queued or running (end of a run)."""
+        out = []
+        for req, st in list(self.running.items()):
+            if st.phase == DECODE:
+                k = self.D - st.d0
+                req.num_computed_tokens = st.c0 + k
+                req.num_output_tokens = st.g0 + k
+            out.append(req)
+        out.extend(self.waiting)
+        return out
+
+    def schedule(self, now: float) -> SchedulerOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
