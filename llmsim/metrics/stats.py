@@ -1,0 +1,103 @@
+"""Latency statistics: mean and percentiles of plain and weighted samples.
+
+Contract:
+- Percentiles use linear interpolation between order statistics (numpy's default ``linear``
+  method, which is what vLLM's serving benchmark reports through ``np.percentile``).
+- NaN values are ignored. An empty sample (or one that is all NaN / has zero total weight)
+  gives ``None`` for every statistic, never NaN, so results are JSON-ready.
+- A weighted sample is a histogram of exact values: a value with integer weight ``w`` counts as
+  ``w`` copies of it. :func:`weighted_quantiles` is exactly ``np.quantile(np.repeat(values,
+  weights), qs)`` without materializing the repeated array.
+
+Results are plain Python floats (no numpy scalar types).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+#: The percentiles every latency summary reports, as (key, quantile) pairs.
+PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+
+STAT_KEYS: tuple[str, ...] = ("mean",) + tuple(k for k, _ in PERCENTILES)
+
+
+def empty_stats() -> dict:
+    """``{mean, p50, p90, p99}`` all ``None`` (the statistics of an empty sample)."""
+    return {k: None for k in STAT_KEYS}
+
+
+def latency_stats(values) -> dict:
+    """``{mean, p50, p90, p99}`` of ``values`` (array-like of float; NaNs ignored).
+
+    All ``None`` when no finite-or-infinite non-NaN value is present.
+    """
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return empty_stats()
+    qs = np.quantile(arr, [q for _, q in PERCENTILES])
+    out = {"mean": float(arr.mean())}
+    for (key, _), v in zip(PERCENTILES, qs):
+        out[key] = float(v)
+    return out
+
+
+def _clean_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return (sorted values, matching weights) with NaNs and zero weights dropped."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    w = np.asarray(weights).ravel()
+    if v.shape != w.shape:
+        raise ValueError(f"values and weights differ in length ({v.size} vs {w.size})")
+    if w.size and not np.issubdtype(w.dtype, np.number):
+        raise ValueError(f"weights must be numeric, got dtype {w.dtype}")
+    w = w.astype(np.float64, copy=False)
+    if w.size and (np.isnan(w).any() or (w < 0).any()):
+        raise ValueError("weights must be non-negative and not NaN")
+    keep = ~np.isnan(v) & (w > 0)
+    v, w = v[keep], w[keep]
+    order = np.argsort(v, kind="stable")
+    return v[order], w[order]
+
+
+def weighted_quantiles(values, weights, qs: Sequence[float] | float) -> np.ndarray:
+    """Quantiles ``qs`` (each in [0, 1]) of a weighted sample, numpy ``linear`` method.
+
+    Exact for integer weights: equals ``np.quantile(np.repeat(values, weights), qs)``. Non-integer
+    weights are accepted and treated by the same rule (position ``q·(W − 1)`` in the cumulative
+    weight ``W``). NaN values and zero weights are dropped. Returns a float array shaped like
+    ``qs``; all NaN when the sample is empty.
+    """
+    q = np.asarray(qs, dtype=np.float64)
+    if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
+        raise ValueError(f"quantiles must lie in [0, 1], got {qs!r}")
+    v, w = _clean_weighted(values, weights)
+    if v.size == 0:
+        return np.full(q.shape, np.nan)
+    cum = np.cumsum(w)
+    total = cum[-1]
+    # 0-based position in the (virtual) repeated sample, as numpy's linear method does.
+    pos = q * (total - 1.0)
+    lo_pos = np.floor(pos)
+    frac = pos - lo_pos
+    hi_pos = np.minimum(lo_pos + 1.0, total - 1.0)
+    # The element at 0-based position k is the first sorted value whose cumulative weight > k.
+    lo = v[np.minimum(np.searchsorted(cum, lo_pos, side="right"), v.size - 1)]
+    hi = v[np.minimum(np.searchsorted(cum, hi_pos, side="right"), v.size - 1)]
+    return lo + (hi - lo) * frac
+
+
+def weighted_stats(values, weights) -> dict:
+    """``{mean, p50, p90, p99}`` of a weighted sample (see :func:`weighted_quantiles`).
+
+    The mean is ``Σ v·w / Σ w``. All ``None`` when the sample is empty.
+    """
+    v, w = _clean_weighted(values, weights)
+    if v.size == 0:
+        return empty_stats()
+    qs = weighted_quantiles(v, w, [q for _, q in PERCENTILES])
+    out = {"mean": float(np.dot(v, w) / w.sum())}
+    for (key, _), x in zip(PERCENTILES, qs):
+        out[key] = float(x)
+    return out

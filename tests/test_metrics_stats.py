@@ -1,0 +1,65 @@
+"""llmsim.metrics.stats: plain and weighted latency statistics against numpy by hand."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from llmsim.metrics.stats import latency_stats, weighted_quantiles, weighted_stats
+
+
+def test_latency_stats_by_hand():
+    s = latency_stats([0.4, np.nan, 0.5, 2.0])
+    assert s["mean"] == pytest.approx((0.4 + 0.5 + 2.0) / 3)
+    assert s["p50"] == pytest.approx(0.5)
+    # linear interpolation: position 0.9 * 2 = 1.8 -> 0.5 + 0.8 * 1.5
+    assert s["p90"] == pytest.approx(1.7)
+    assert s["p99"] == pytest.approx(0.5 + 0.98 * 1.5)
+    assert all(type(v) is float for v in s.values())
+
+
+@pytest.mark.parametrize("values", [[], [np.nan, np.nan]])
+def test_latency_stats_empty_is_none(values):
+    assert latency_stats(values) == {"mean": None, "p50": None, "p90": None, "p99": None}
+
+
+def test_weighted_quantiles_small_case():
+    v = [0.05, 0.01, 0.02]
+    w = [1, 3, 1]
+    # repeated sample: 0.01 0.01 0.01 0.02 0.05
+    got = weighted_quantiles(v, w, [0.0, 0.5, 0.75, 0.9, 1.0])
+    np.testing.assert_allclose(got, [0.01, 0.01, 0.02, 0.02 + 0.6 * 0.03, 0.05])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1e3, 1e3, allow_nan=False), st.integers(0, 6)),
+                min_size=1, max_size=30),
+       st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6))
+def test_weighted_quantiles_equal_numpy_repeat(pairs, qs):
+    v = np.array([p[0] for p in pairs])
+    w = np.array([p[1] for p in pairs], dtype=np.int64)
+    if w.sum() == 0:
+        assert np.isnan(weighted_quantiles(v, w, qs)).all()
+        return
+    expect = np.quantile(np.repeat(v, w), qs)
+    np.testing.assert_allclose(weighted_quantiles(v, w, qs), expect, rtol=1e-12, atol=1e-9)
+
+
+def test_weighted_stats_matches_repeat_and_ignores_nan():
+    rng = np.random.default_rng(3)
+    v = rng.uniform(0.01, 0.08, 500)
+    w = rng.integers(0, 300, 500)
+    rep = np.repeat(v, w)
+    s = weighted_stats(np.r_[v, np.nan], np.r_[w, 7])
+    assert s["mean"] == pytest.approx(rep.mean(), rel=1e-12)
+    for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        assert s[key] == pytest.approx(np.quantile(rep, q), rel=1e-12)
+
+
+def test_weighted_stats_empty_and_bad_weights():
+    assert weighted_stats([], []) == {"mean": None, "p50": None, "p90": None, "p99": None}
+    assert weighted_stats([0.1], [0])["p50"] is None
+    with pytest.raises(ValueError):
+        weighted_stats([0.1, 0.2], [1])
+    with pytest.raises(ValueError):
+        weighted_stats([0.1], [-1])
+    with pytest.raises(ValueError):
+        weighted_quantiles([0.1], [1], [1.5])
