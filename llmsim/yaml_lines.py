@@ -1,8 +1,9 @@
 """Safe YAML reading that remembers where every key is.
 
 Contract: :func:`read_yaml` parses text with ``yaml.SafeLoader`` semantics (no object
-construction, no code execution; exponent floats such as ``1e3`` are numbers, as in YAML 1.2) and returns a :class:`YamlDoc`: the plain data plus a map from
-key paths to 1-based line numbers. A *path* is a tuple of mapping keys (str) and sequence indices
+construction, no code execution; exponent floats such as ``1e3`` are numbers, as in YAML 1.2)
+and returns a :class:`YamlDoc`: the plain data plus a map from key paths to 1-based line
+numbers. A *path* is a tuple of mapping keys (str) and sequence indices
 (int), e.g. ``("cluster", "pools", 0, "replicas")``; the line of a mapping entry is the line of
 its key, the line of a sequence item the line where the item starts. :func:`line_of` finds the
 line of a path or of its nearest ancestor that exists in the file.
