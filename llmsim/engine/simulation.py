@@ -231,5 +231,13 @@ class Simulation:
             })
         wstats = dict(getattr(self.workload, "stats", {}) or {})
         return RunOutput(requests, timeline, gaps, weights, pools, simulated_s, wall_s,
-                         int(getattr(env, "_eid", 0)), notes, wstats,
+                         self._num_events(), notes, wstats,
                          dict(getattr(self.workload, "classes", {}) or {}))
+
+    def _num_events(self) -> int:
+        """Events SimPy scheduled (its internal event id counter; 0 if unavailable)."""
+        eid = getattr(self.env, "_eid", None)
+        try:
+            return int(next(eid)) - 1 if eid is not None else 0
+        except TypeError:
+            return 0
