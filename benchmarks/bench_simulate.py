@@ -46,7 +46,7 @@ def scenario(requests: int, replicas: int, rate: float, policy: str, seed: int) 
         "workload": {
             "num_requests": requests,
             "arrival": {"process": "poisson", "rate_per_s": rate},
-            "prompt_tokens": {"dist": "lognormal", "mean": 1150, "sigma": 1.0, "max": 16000},
+            "prompt_tokens": {"dist": "lognormal", "mean": 1150, "sigma": 1.0, "max": 8000},
             "output_tokens": {"dist": "lognormal", "mean": 210, "sigma": 1.0, "max": 4000},
         },
         "simulation": {"timeline_interval_s": 10.0},

@@ -369,13 +369,16 @@ class SimulationConfig(ScenarioModel):
     ``unfinished``); ``drain``: after the last arrival, run until every request is done (false:
     stop at the last arrival); ``max_queue_len``: waiting requests per replica beyond which new
     ones are rejected; ``request_timeout_s``: requests not finished this long after arrival
-    fail."""
+    fail; ``macro_steps``: advance runs of identical decode steps as one event (exact; off =
+    one SimPy event per step, for checking); ``record_steps``: keep one row per engine step
+    (``Result.steps``; turns macro-steps off)."""
 
     duration_s: Optional[float] = Field(None, gt=0)
     drain: bool = True
     timeline_interval_s: float = Field(1.0, gt=0)
     record_steps: bool = False
     check_invariants: bool = False
+    macro_steps: bool = True
     max_queue_len: Optional[int] = Field(None, ge=1)
     request_timeout_s: Optional[float] = Field(None, gt=0)
 

@@ -9,6 +9,10 @@ pp == 1 there is exactly one process per replica.
 """
 from __future__ import annotations
 
+import bisect
+
+import simpy
+
 from llmsim.workload.request import FINISHED
 
 
@@ -28,7 +32,8 @@ class Replica:
 
     def __init__(self, env, *, pool: str, index: int, schedulers, cost_model, recorder,
                  timeline_interval_s: float, capacity_weight: float = 1.0, on_end=None,
-                 check_invariants: bool = False):
+                 check_invariants: bool = False, macro_steps: bool = True,
+                 horizon_s: float = float("inf"), max_run_steps: int = 256):
         self.env = env
         self.pool = pool
         self.index = index
@@ -38,6 +43,14 @@ class Replica:
         self.capacity_weight = capacity_weight
         self.on_end = on_end
         self.check_invariants = check_invariants
+        self.macro_steps = macro_steps
+        self.horizon_s = horizon_s
+        self.max_run_steps = max_run_steps
+        self._run_proc = None
+        self._run_ends = None
+        self._run_k = 0
+        self.num_arrivals = 0
+        self.num_runs = 0
         self.engines = [VirtualEngine(self, s, i) for i, s in enumerate(schedulers)]
         self.num_outstanding = 0
         self.num_finished = 0
@@ -75,6 +88,7 @@ class Replica:
             ve = min(self.engines, key=lambda e: e.scheduler.num_running + e.scheduler.num_waiting)
         self._account_kv()
         sched = ve.scheduler
+        self.num_arrivals += 1
         if not sched.add_request(req, self.env.now):   # rejected at admission
             sched.finished.remove(req)
             self.recorder.request_ended(req)
@@ -82,6 +96,8 @@ class Replica:
                 self.on_end(req)
             return
         self.num_outstanding += 1
+        if self._run_proc is not None:
+            self._interrupt_run(self.env.now)
         if ve.wake is not None and not ve.wake.triggered:
             ve.wake.succeed()
 
@@ -100,9 +116,11 @@ class Replica:
         ended.clear()
 
     def _account_kv(self) -> None:
+        """Integrate KV usage over the time since the last call (idle periods, end of run)."""
         now = self.env.now
-        self.kv_usage_integral += self.kv_usage * (now - self._kv_t)
-        self._kv_t = now
+        if now > self._kv_t:
+            self.kv_usage_integral += self.kv_usage * (now - self._kv_t)
+            self._kv_t = now
 
     def _sample(self) -> None:
         now = self.env.now
@@ -121,19 +139,24 @@ class Replica:
     def _loop(self, ve: VirtualEngine):
         env = self.env
         sched = ve.scheduler
+        kv = sched.kv
         cost = self.cost
         pipelined = len(self.engines) > 1
+        macro = self.macro_steps and not pipelined
         empty_in_a_row = 0
         while True:
             if not sched.has_work():
                 self._sample()
+                self._account_kv()
                 ve.wake = env.event()
                 yield ve.wake
                 ve.wake = None
+                self._account_kv()
                 continue
             now = env.now
             out = sched.schedule(now)
-            self._collect(sched)
+            if sched.finished:
+                self._collect(sched)
             if out.is_empty:
                 empty_in_a_row += 1
                 if empty_in_a_row > 3:
@@ -141,25 +164,136 @@ class Replica:
                                        f"{sched.num_waiting} waiting, {sched.num_running} running")
                 continue
             empty_in_a_row = 0
-            self._account_kv()
             agg = out.agg
             dt = cost.step_time_s(agg)
             if pipelined:
                 start = max(now, self._stage_free_s)
                 self._stage_free_s = start + cost.stage_time_s(agg)
                 end = start + dt
+                b0 = max(now, self._busy_until_s)   # busy = union of in-flight intervals
+                if end > b0:
+                    self.busy_s += end - b0
+                    self._busy_until_s = end
+                self.kv_usage_integral += self.kv_usage * (end - now)
+                self._kv_t = end
+                self.num_steps += 1
+                yield env.timeout(end - now)
+            elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
+                  and sched.decode_run_limit() > 1):
+                yield from self._decode_run(ve, sched, out, now, dt)
+                continue
             else:
-                end = now + dt
-            # busy time = union of in-flight intervals
-            b0 = max(now, self._busy_until_s)
-            if end > b0:
-                self.busy_s += end - b0
-                self._busy_until_s = end
-            self.num_steps += 1
-            yield env.timeout(end - now)
-            self._account_kv()
+                self.busy_s += dt
+                self.kv_usage_integral += kv.num_used_blocks / kv.num_blocks * dt
+                self._kv_t = now + dt
+                self.num_steps += 1
+                yield env.timeout(dt)
             sched.update_from_output(out, env.now)
             if self.check_invariants:
-                sched.kv.check()
+                kv.check()
+            if sched.finished:
+                self._collect(sched)
+            if env.now >= self._next_sample_s:
+                self._sample()
+
+    def _decode_run(self, ve, sched, out, now, dt):
+        """Exact macro-step: run k decode steps of an unchanged batch as one SimPy timeout.
+
+        k stops at the step in which the next request finishes, the last step before a
+        block shortage, the step that crosses the next timeline sample or the run's horizon;
+        an arrival routed here meanwhile interrupts it at the end of the step it arrived in.
+        The state after it is the state k single steps would leave (step times from
+        ``CostModel.decode_run_s`` equal ``step_time_s`` to ~1e-15)."""
+        env = self.env
+        kv = sched.kv
+        agg = out.agg
+        k = min(sched.decode_run_limit(), self._run_cap())
+        nd = agg.decode_seqs
+        c = agg.decode_ctx_sum
+        step = self.cost.step_time_s
+        limit = min(self._next_sample_s, self.horizon_s)
+        grows = kv.decode_grows
+        if grows:
+            free = kv.num_free_blocks
+            pc = sched._phase_count
+            bs = sched.block_size
+            D = sched.D
+        t = now + dt
+        ends = [now, t]
+        durs = [dt]
+        i = 1
+        # intermediate steps must end before the next sample / horizon, and their block needs
+        # must fit without preemption
+        while i < k and t < limit:
+            if grows:
+                free -= pc[(D + i) % bs]
+                if free < 0:
+                    break
+            c += nd
+            d = step((0, 0, 0, 0, 0, nd, c, nd))
+            t += d
+            ends.append(t)
+            durs.append(d)
+            i += 1
+        k = i
+        if k > 1 and ends[k] >= self.horizon_s:
+            k -= 1      # a step ending past the horizon is never applied: stop before it
+        self._run_ends = ends
+        self._run_k = k
+        self._run_proc = ve
+        try:
+            yield env.timeout(ends[k] - now)
+        except simpy.Interrupt as intr:
+            k = intr.cause
+            self._run_k = k
+            yield env.timeout(ends[k] - env.now)
+        self._run_proc = None
+        # account each step as single stepping would (same float operations, same order)
+        nb = kv.num_blocks
+        used = kv.num_used_blocks
+        integral = self.kv_usage_integral
+        busy = self.busy_s
+        if grows:
+            pc = sched._phase_count
+            D = sched.D
+        for i in range(k):
+            d = durs[i]
+            busy += d
+            integral += used / nb * d
+            if grows:
+                used += pc[(D + i + 1) % bs]
+        self.busy_s = busy
+        self.kv_usage_integral = integral
+        self._kv_t = ends[k]
+        self.num_steps += k
+        self.num_runs += 1
+        sched.run_decode_steps(ends, k - 1)
+        sched.update_from_output(out, env.now)
+        if self.check_invariants:
+            kv.check()
+        if sched.finished:
             self._collect(sched)
+        if env.now >= self._next_sample_s:
             self._sample()
+
+    def _run_cap(self) -> int:
+        """Steps to precompute for a macro-step: about twice the mean number of decode steps
+        between two arrivals at this replica (an arrival usually ends the run), 4 to
+        ``max_run_steps``. Any cap gives the same results; this one only saves work."""
+        n = self.num_arrivals
+        if not n:
+            return self.max_run_steps
+        cap = 2 * self.num_steps // n
+        return 4 if cap < 4 else (self.max_run_steps if cap > self.max_run_steps else cap)
+
+    def _interrupt_run(self, t: float) -> None:
+        """An arrival at ``t`` was queued on a replica inside a macro-step: end the macro-step
+        at the end of the step that contains ``t``."""
+        ends = self._run_ends
+        k = self._run_k
+        j = bisect.bisect_left(ends, t, 1, k + 1)
+        if j < 1:
+            j = 1
+        if j < k:
+            self._run_k = j
+            self.procs[0].interrupt(j)

@@ -139,7 +139,10 @@ class Simulation:
             replicas.append(Replica(self.env, pool=pool_cfg.name, index=i, schedulers=schedulers,
                                     cost_model=cost, recorder=self.recorder,
                                     timeline_interval_s=sim.timeline_interval_s,
-                                    check_invariants=sim.check_invariants))
+                                    check_invariants=sim.check_invariants,
+                                    macro_steps=sim.macro_steps and not sim.record_steps,
+                                    horizon_s=(sim.duration_s if sim.duration_s is not None
+                                               else float("inf"))))
         self.replicas.extend(replicas)
         # roofline decode capacity (tokens/s) at a full batch, for capacity-weighted routing
         from llmsim.cost.types import BatchAggregates

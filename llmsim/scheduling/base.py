@@ -36,7 +36,7 @@ class SeqState:
     """Scheduler-private state of one running request."""
 
     __slots__ = ("req", "phase", "d0", "c0", "g0", "capped", "active", "last_token_s",
-                 "need_block", "scheduled")
+                 "bphase", "scheduled")
 
     def __init__(self, req):
         self.req = req
@@ -47,7 +47,7 @@ class SeqState:
         self.capped = False
         self.active = True
         self.last_token_s = None
-        self.need_block = False
+        self.bphase = 0
         self.scheduled = 0     # prefill tokens allocated for the step being scheduled
 
 
@@ -118,7 +118,7 @@ class Scheduler:
         self.n_capped = 0
         self.K = 0
         self._finish_heap: list = []
-        self._block_heap: list = []
+        self._phase_count = [0] * kv.block_size   # decoders per block-boundary phase
         self._window_heap: list = []
         self._hseq = 0
         self._joined: dict = {}          # last_token_s -> count, decoders not yet decoded
@@ -215,7 +215,8 @@ class Scheduler:
                 self._push(self._window_heap, D + (w - c0), st)
         self._push(self._finish_heap, D + (req.max_tokens - st.g0), st)
         if self.kv.decode_grows:
-            self._push(self._block_heap, D + ((-c0) % self.block_size), st)
+            st.bphase = b = (D + (-c0) % self.block_size) % self.block_size
+            self._phase_count[b] += 1
         self._joined[now] = self._joined.get(now, 0) + 1
 
     def _leave_decode(self, st):
@@ -225,6 +226,8 @@ class Scheduler:
         req.num_computed_tokens = st.c0 + k
         req.num_output_tokens = st.g0 + k
         self.nd -= 1
+        if self.kv.decode_grows:
+            self._phase_count[st.bphase] -= 1
         if st.capped:
             self.n_capped -= 1
         else:
@@ -247,44 +250,40 @@ class Scheduler:
             s += self.n_capped * self.window
         return s
 
-    def _decode_block_needs(self):
-        """Pop this step's block-boundary events: decoders that need one more block."""
-        heap = self._block_heap
-        D = self.D
-        needing = []
-        bs = self.block_size
-        while heap and heap[0][0] <= D:
-            _, _, st = heapq.heappop(heap)
-            if st.active and st.phase == DECODE:
-                st.need_block = True
-                needing.append(st)
-        return needing
-
     def _reserve_decode_blocks(self, now) -> int:
         """Allocate the blocks decoders need this step, preempting from the tail of the running
-        set until they fit. Returns the number of preemptions."""
+        set until they fit. Returns the number of preemptions.
+
+        A decoder holding ``c`` KV tokens needs a new block exactly when ``c % block_size == 0``;
+        since ``c`` grows by one per decode step, that happens when ``D ≡ phase (mod
+        block_size)`` for a phase fixed at join time. ``_phase_count[p]`` counts decoders per
+        phase, so this step's need is one lookup, not a loop over the batch."""
         if not self.kv.decode_grows or not self.nd:
             return 0
-        needing = self._decode_block_needs()
-        need = len(needing)
+        bs = self.block_size
+        p = self.D % bs
+        need = self._phase_count[p]
         npre = 0
-        while need > self.kv.num_free_blocks and self.running:
+        kv = self.kv
+        while need > kv.num_free_blocks and self.running:
             victim = next(reversed(self.running))
             st = self.running[victim]
-            if st.phase == DECODE and st.need_block:
-                need -= 1
             self._preempt(st, now)
             npre += 1
-        self.kv.allocate_blocks(need)
+            need = self._phase_count[p]
+        kv.allocate_blocks(need)
         self._decode_reserved = 1
-        bs = self.block_size
-        D = self.D
-        for st in needing:
-            if st.need_block:
-                st.need_block = False
-                if st.active:
-                    self._push(self._block_heap, D + bs, st)
         return npre
+
+    def decode_blocks_needed(self, steps: int) -> list:
+        """Blocks the decode group will need at each of the next ``steps`` decode steps after
+        the current one (membership unchanged)."""
+        if not self.kv.decode_grows:
+            return [0] * steps
+        bs = self.block_size
+        pc = self._phase_count
+        D = self.D
+        return [pc[(D + i) % bs] for i in range(1, steps + 1)]
 
     # ------------------------------------------------------------------ state changes --
     def _held_tokens(self, st) -> int:
@@ -408,6 +407,59 @@ class Scheduler:
                     st.capped = True
                     self.K -= st.c0 - st.d0
                     self.n_capped += 1
+
+    # ------------------------------------------------------------------ macro-steps ----
+    def decode_run_limit(self) -> int:
+        """How many decode steps, counting the one just scheduled, the decode group can run
+        before its membership changes: up to and including the step at which the next request
+        finishes (or crosses the sliding window). 1 when nothing can be batched."""
+        heap = self._finish_heap
+        while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
+            heapq.heappop(heap)
+        if not heap or self.n_capped:
+            return 1
+        k = heap[0][0] - self.D
+        if self.window is not None:
+            wh = self._window_heap
+            while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
+                              and not wh[0][2].capped):
+                heapq.heappop(wh)
+            if wh:
+                k = min(k, wh[0][0] - self.D)
+        return max(k, 1)
+
+    def run_decode_steps(self, ends, m: int) -> None:
+        """Exactly ``m`` × (update_from_output, schedule) of a decode-only step with nothing to
+        admit, for steps ending at ``ends[1..m]`` that finish no request and whose block needs
+        fit (the caller checked both with ``decode_run_limit`` and the phase counts).
+        Leaves the state as after scheduling step m (its blocks reserved)."""
+        if m <= 0:
+            return
+        kv = self.kv
+        grows = kv.decode_grows
+        pc = self._phase_count
+        bs = self.block_size
+        self._advance_decodes(ends[1])          # the first step closes the joined groups
+        if grows:
+            kv.num_free_blocks -= pc[self.D % bs]
+        if m == 1:
+            return
+        nd = self.nd
+        add = self.itl.add
+        last = ends[1]
+        D = self.D
+        free = kv.num_free_blocks
+        for i in range(2, m + 1):
+            t = ends[i]
+            add(t - last, nd)
+            last = t
+            D += 1
+            if grows:
+                free -= pc[D % bs]
+        self.D = D
+        kv.num_free_blocks = free
+        self._last_decode_end_s = last
+        self.tokens_out += nd * (m - 1)
 
     def _on_decode_finished(self, st, now):
         self._remove_running(st)

@@ -83,7 +83,7 @@ class StaticScheduler(Scheduler):
         self.prefilling.clear()
         self.nd = self.n_capped = self.K = 0
         self._finish_heap.clear()
-        self._block_heap.clear()
+        self._phase_count = [0] * self.block_size
         self._window_heap.clear()
         self._joined.clear()
 
