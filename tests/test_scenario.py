@@ -438,9 +438,6 @@ def test_tp_must_fit_kv_heads_and_ep_needs_moe(tmp_path):
     assert "cluster.pools.0.parallel.tp" in keys   # 32 heads / 6
 
 
-@pytest.mark.xfail(reason="contract pending in llmsim/workload/config.py: WorkloadConfig should "
-                          "accept info.context['simulation_duration_s'] as an end condition",
-                   strict=False)
 def test_simulation_duration_alone_ends_a_synthetic_workload(tmp_path):
     text = BASE.replace("  num_requests: 100\n", "") + "simulation:\n  duration_s: 60\n"
     sc = load_scenario(write(tmp_path, text))
