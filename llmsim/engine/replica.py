@@ -142,7 +142,7 @@ class Replica:
         kv = sched.kv
         cost = self.cost
         pipelined = len(self.engines) > 1
-        macro = self.macro_steps and not pipelined
+        macro = self.macro_steps and not pipelined and sched.supports_macro
         empty_in_a_row = 0
         while True:
             if not sched.has_work():
@@ -165,7 +165,7 @@ class Replica:
                 continue
             empty_in_a_row = 0
             agg = out.agg
-            dt = cost.step_time_s(agg)
+            dt = cost.step_time_s(agg) + out.extra_s
             if pipelined:
                 start = max(now, self._stage_free_s)
                 self._stage_free_s = start + cost.stage_time_s(agg)
@@ -179,7 +179,7 @@ class Replica:
                 self.num_steps += 1
                 yield env.timeout(end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
-                  and sched.decode_run_limit() > 1):
+                  and not out.extra_s and sched.decode_run_limit() > 1):
                 yield from self._decode_run(ve, sched, out, now, dt)
                 continue
             else:

@@ -19,16 +19,10 @@ from llmsim.cost import CostModel
 from llmsim.cost.memory import memory_plan
 from llmsim.engine.replica import Replica
 from llmsim.engine.router import make_router
-from llmsim.memory import MANAGERS
 from llmsim.metrics.recorder import Recorder
-from llmsim.scheduling import SCHEDULERS
+from llmsim.scheduling.factory import build_schedulers, scheduler_settings
 from llmsim.workload import build_workload
 from llmsim.workload.request import UNFINISHED
-
-DEFAULT_BUDGET_TOKENS = {"static": 8192, "orca": 8192, "vllm": 8192, "sarathi": 2048}
-DEFAULT_MANAGER = {"static": "contiguous", "orca": "contiguous", "vllm": "paged",
-                   "sarathi": "paged"}
-
 
 @dataclass
 class PoolRuntime:
@@ -67,18 +61,6 @@ def _pool_price(pool_cfg, hw) -> float:
     return float(price.usd_per_hour)
 
 
-def scheduler_settings(pool_cfg, model):
-    """Resolve the pool's scheduler/memory settings with policy defaults."""
-    s = pool_cfg.scheduler
-    policy = s.policy
-    budget = s.max_num_batched_tokens or DEFAULT_BUDGET_TOKENS[policy]
-    chunked = s.enable_chunked_prefill
-    if chunked is None:
-        chunked = policy == "sarathi"
-    manager = pool_cfg.memory.manager or DEFAULT_MANAGER[policy]
-    return policy, budget, chunked, manager
-
-
 class Simulation:
     def __init__(self, scenario, *, progress: bool | None = None):
         self.scenario = scenario
@@ -110,32 +92,16 @@ class Simulation:
         hw = pool_cfg.resolved_hardware()
         parallel = pool_cfg.parallel_config()
         quant = pool_cfg.quant_config()
-        policy, budget, chunked, manager = scheduler_settings(pool_cfg, model)
+        policy, budget, chunked, manager = scheduler_settings(pool_cfg)
         mem = pool_cfg.memory
         plan = memory_plan(model, hw, parallel, quant,
                            gpu_memory_utilization=mem.gpu_memory_utilization,
                            block_size=mem.block_size, max_num_batched_tokens=budget)
         cost = CostModel(model, hw, parallel, quant)
         s = pool_cfg.scheduler
-        pp = parallel.pp
         replicas = []
         for i in range(pool_cfg.replicas):
-            schedulers = []
-            for _ in range(pp):
-                kv = MANAGERS[manager](plan.num_gpu_blocks // pp, mem.block_size,
-                                       watermark=mem.watermark)
-                kw = dict(max_num_seqs=s.max_num_seqs, max_num_batched_tokens=budget,
-                          enable_chunked_prefill=chunked,
-                          preemption_mode=s.preemption_mode,
-                          scheduling_policy=s.scheduling_policy,
-                          sliding_window=model.sliding_window,
-                          max_model_len=model.max_model_len,
-                          max_queue_len=sim.max_queue_len,
-                          request_timeout_s=sim.request_timeout_s,
-                          itl=self.recorder.itl)
-                if policy in ("sarathi", "vllm"):
-                    kw["long_prefill_token_threshold"] = s.long_prefill_token_threshold
-                schedulers.append(SCHEDULERS[policy](kv, **kw))
+            schedulers = build_schedulers(pool_cfg, model, plan, sim, self.recorder.itl)
             replicas.append(Replica(self.env, pool=pool_cfg.name, index=i, schedulers=schedulers,
                                     cost_model=cost, recorder=self.recorder,
                                     timeline_interval_s=sim.timeline_interval_s,

@@ -55,13 +55,14 @@ class SchedulerOutput:
     """One step: ``prefills`` is a list of (SeqState, n_new_tokens) chunks, ``num_decodes``
     the number of decoders that each get one token, ``agg`` the cost-model aggregates."""
 
-    __slots__ = ("prefills", "num_decodes", "agg", "num_preempted")
+    __slots__ = ("prefills", "num_decodes", "agg", "num_preempted", "extra_s")
 
-    def __init__(self, prefills, num_decodes, agg, num_preempted=0):
+    def __init__(self, prefills, num_decodes, agg, num_preempted=0, extra_s=0.0):
         self.prefills = prefills
         self.num_decodes = num_decodes
         self.agg = agg
         self.num_preempted = num_preempted
+        self.extra_s = extra_s   # time the step pays beyond the cost model (swap, draft model)
 
     @property
     def is_empty(self) -> bool:
@@ -90,6 +91,7 @@ class Scheduler:
     """
 
     name = "base"
+    supports_macro = True   # the engine may batch identical decode steps (see run_decode_steps)
 
     def __init__(self, kv, *, max_num_seqs=256, max_num_batched_tokens=8192,
                  enable_chunked_prefill=False, preemption_mode="recompute",
