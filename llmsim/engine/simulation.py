@@ -62,7 +62,7 @@ def _pool_price(pool_cfg, hw) -> float:
 
 
 class Simulation:
-    def __init__(self, scenario, *, progress: bool | None = None):
+    def __init__(self, scenario, *, progress: bool | None = None, recorder_factory=None):
         self.scenario = scenario
         self.progress = sys.stderr.isatty() if progress is None else progress
         seeds = np.random.SeedSequence(scenario.seed).spawn(4)
@@ -73,7 +73,8 @@ class Simulation:
         sim = scenario.simulation
         self.recorder = None
         self.workload = build_workload(scenario.workload, self._workload_seed, scenario.base_dir)
-        self.recorder = Recorder(with_tenant=bool(getattr(self.workload, "classes", None)))
+        with_tenant = bool(getattr(self.workload, "classes", None))
+        self.recorder = (recorder_factory or Recorder)(with_tenant=with_tenant)
         self.pools: list[PoolRuntime] = []
         self.replicas: list[Replica] = []
         for pool_cfg in scenario.cluster.pools:
