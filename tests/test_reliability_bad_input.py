@@ -1,0 +1,255 @@
+"""The second bad-input table of docs/bad_input.md ("More cases"): every row is a case here, run
+in-process through ``llmsim.cli.main``; plus every registered subcommand against an unknown
+flag and a missing input file, and YAML tags that would construct Python objects (no code runs).
+
+A case checks the exit code, that the row's text is on the row's stream (stderr for errors,
+stdout for run-time rejections) and that no traceback is printed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from llmsim.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "bad_input.md"
+
+BASE = """\
+name: s
+seed: 3
+model: llama-3.1-8b
+cluster:
+  pools:
+    - name: h
+      hardware: h100-sxm
+      replicas: 1
+workload:
+  num_requests: 40
+  arrival: {process: poisson, rate_per_s: 5}
+  prompt_tokens: {dist: constant, value: 100}
+  output_tokens: {dist: constant, value: 20}
+"""
+TRACE = """\
+model: llama-3.1-8b
+cluster:
+  pools:
+    - {name: h, hardware: h100-sxm, replicas: 1}
+workload:
+  trace: {%s path: bad.csv}
+"""
+AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+BAD_ROW = (AZURE_HEADER + "2023-11-16 18:15:46.6805900,374,44\n"
+           "2023-11-16 18:15:50.9951690,abc,12\n")
+SOURCES = BASE.replace(
+    "  num_requests: 40\n  arrival: {process: poisson, rate_per_s: 5}\n"
+    "  prompt_tokens: {dist: constant, value: 100}\n  output_tokens: {dist: constant, value: 20}\n",
+    "  sources:\n    - name: chat\n      rate_per_s: 5\n"
+    "      prompt_tokens: {dist: constant, value: 100}\n"
+    "      output_tokens: {dist: constant, value: 20}\n")
+
+
+def edit(old: str, new: str, text: str = BASE) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+@dataclass
+class Case:
+    argv: list                                   # {d} = the temporary directory
+    files: dict = field(default_factory=dict)    # name -> str | bytes
+
+    def __or__(self, more: dict) -> "Case":
+        """The same command with more files."""
+        return Case(self.argv, {**self.files, **more})
+
+
+def scen(text, *args) -> Case:
+    return Case(["validate", "{d}/s.yaml", *args], {"s.yaml": text})
+
+
+CASES: dict[str, Case] = {
+    "rel-python-object-tag": scen(edit("seed: 3", 'seed: !!python/object/apply:os.system '
+                                                  '["touch pwned"]')),
+    "rel-python-name-tag": scen(edit("model: llama-3.1-8b", "model: !!python/name:os.system")),
+    "rel-float-for-int": scen(edit("replicas: 1", "replicas: 2.5")),
+    "rel-utilization-range": scen(edit("replicas: 1", "replicas: 1\n      memory: "
+                                                      "{gpu_memory_utilization: 1.5}")),
+    "rel-misspelt-section": scen(BASE + "simulaton:\n  duration_s: 5\n"),
+    "rel-set-misspelt": scen(BASE, "--set", "simulation.duraton_s=5"),
+    "rel-set-through-scalar": scen(BASE, "--set", "workload.num_requests.x=1"),
+    "rel-sources-endless": scen(SOURCES),
+    "rel-not-utf8": Case(["validate", "{d}/s.yaml"], {"s.yaml": b"name: \xff\xfe\n"}),
+    "rel-directory": Case(["validate", "{d}"]),
+    "rel-trace-empty": scen(TRACE % "format: azure2023,") | {"bad.csv": ""},
+    "rel-trace-header-only": scen(TRACE % "format: azure2023,") | {"bad.csv": AZURE_HEADER},
+    "rel-trace-wrong-format": scen(TRACE % "format: azure2023,") | {"bad.csv": "a,b,c\n1,2,3\n"},
+    "rel-trace-undetectable": scen(TRACE % "") | {"bad.csv": "a,b,c\n1,2,3\n"},
+    "rel-trace-bad-row": Case(["run", "{d}/s.yaml", "--no-progress"],
+                              {"s.yaml": TRACE % "format: azure2023,", "bad.csv": BAD_ROW}),
+    "rel-prompt-over-context": Case(["run", "{d}/s.yaml", "--no-progress"],
+                                    {"s.yaml": edit("value: 100", "value: 200000")}),
+    "rel-prompt-over-kv": Case(["run", "{d}/s.yaml", "--no-progress"], {"s.yaml": edit(
+        "value: 100", "value: 100000", edit("hardware: h100-sxm", "hardware: l4"))}),
+    "rel-cli-run-missing": Case(["run", "{d}/missing.yaml"]),
+    "rel-cli-run-bad-choice": Case(["run", "{d}/s.yaml", "--format", "xml"], {"s.yaml": BASE}),
+    "rel-cli-run-bad-set": Case(["run", "{d}/s.yaml", "--set", "nonsense"], {"s.yaml": BASE}),
+    "rel-cli-roofline-unknown-model": Case(["roofline", "--model", "nope", "--hardware",
+                                            "h100-sxm"]),
+    "rel-cli-roofline-close-model": Case(["roofline", "--model", "llama-3.1-8bx", "--hardware",
+                                          "h100-sxm"]),
+    "rel-cli-roofline-close-hardware": Case(["roofline", "--model", "llama-3.1-8b",
+                                             "--hardware", "h100-sx"]),
+    "rel-cli-roofline-bad-tp": Case(["roofline", "--model", "llama-3.1-8b", "--hardware",
+                                     "h100-sxm", "--tp", "0"]),
+    "rel-cli-roofline-over-context": Case(["roofline", "--model", "llama-3.1-8b", "--hardware",
+                                           "h100-sxm", "--prompt-len", "200000"]),
+    "rel-cli-roofline-missing-flags": Case(["roofline"]),
+    "rel-cli-trace-missing": Case(["trace", "stats", "{d}/missing.csv"]),
+    "rel-cli-trace-columns": Case(["trace", "stats", "{d}/x.csv", "--format", "csv"],
+                                  {"x.csv": "a,b\n1,2\n"}),
+    "rel-cli-unknown-command": Case(["nope"]),
+    "rel-cli-catalog-kind": Case(["catalog", "nope"]),
+    "rel-cli-validate-no-arg": Case(["validate"]),
+}
+
+
+def _doc_rows() -> dict[str, tuple[str, str, int]]:
+    """case id → (stream, text, exit code) from the second table of docs/bad_input.md."""
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\| (rel-[a-z0-9-]+) \|.*\| (stdout|stderr) \| `(.+)` \| (\d) \|$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3), int(m.group(4)))
+    return rows
+
+
+DOC_ROWS = _doc_rows()
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``llmsim ARGV`` run in-process (argparse exits too)."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_every_documented_row_is_a_case_and_back():
+    assert len(DOC_ROWS) >= 30
+    assert sorted(DOC_ROWS) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case_id", sorted(CASES))
+def test_bad_input_row(case_id, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    case = CASES[case_id]
+    for name, content in case.files.items():
+        p = tmp_path / name
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+    argv = [a.replace("{d}", str(tmp_path)) for a in case.argv]
+    rc, out, err = cli(argv, capsys)
+    stream, text, code = DOC_ROWS[case_id]
+    assert rc == code, (rc, out, err)
+    assert text in (out if stream == "stdout" else err), (out, err)
+    assert "Traceback" not in out + err
+    if code == 2:
+        assert err.strip(), "an error must be explained on stderr"
+    assert not (tmp_path / "pwned").exists()   # no YAML tag ever runs code
+
+
+def test_run_time_rejections_are_in_the_request_table(tmp_path):
+    """rel-prompt-over-context through the Python API: every request is rejected, each with
+    its reason, and nothing else happened (no tokens, no busy time)."""
+    from llmsim.api import simulate
+    p = tmp_path / "s.yaml"
+    p.write_text(edit("value: 100", "value: 200000"))
+    res = simulate(p)
+    df = res.requests
+    assert (df.status == "rejected").all() and len(df) == 40
+    assert (df.reason == "prompt + output = 200020 tokens exceeds the model's context length "
+                         "131072").all()
+    assert (df.finish_s == df.arrival_s).all()     # rejected on arrival
+    assert res.summary["pools"]["h"]["utilization"] == 0
+    assert res.summary["overload"] is True        # nothing was served: say so
+
+
+# ----------------------------------------------------------------------------- every command
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+#: argv per subcommand naming an input file that does not exist ("{m}" = the missing path)
+MISSING = {
+    "run": ["run", "{m}.yaml"],
+    "validate": ["validate", "{m}.yaml"],
+    "plan": ["plan", "{m}.yaml"],
+    "sweep": ["sweep", "{m}.yaml", "--grid", "seed=1,2"],
+    "roofline": ["roofline", "--model", "{m}.yaml", "--hardware", "h100-sxm"],
+    "calibrate": ["calibrate", "{m}.csv", "--hardware", "h100-sxm"],
+    "validate-cost": ["validate-cost", "{m}.csv"],
+    "trace": ["trace", "stats", "{m}.csv"],
+    "catalog": ["catalog", "{m}"],
+}
+
+
+def test_every_subcommand_has_a_missing_file_case():
+    assert set(SUBCOMMANDS) <= set(MISSING), set(SUBCOMMANDS) - set(MISSING)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_rejects_an_unknown_flag(command, capsys):
+    rc, out, err = cli([command, "--no-such-flag"], capsys)
+    assert rc == 2
+    assert "error:" in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_rejects_a_missing_input_file(command, tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    rc, out, err = cli([a.replace("{m}", missing) for a in MISSING[command]], capsys)
+    assert rc == 2, (out, err)
+    assert "Traceback" not in out + err
+    # names the file (commands that take no file say what they accept instead)
+    assert missing in err or "invalid choice" in err, err
+
+
+# ----------------------------------------------------------------------------- YAML safety
+@pytest.mark.parametrize("tag", [
+    "!!python/object/apply:os.system [\"touch {d}/pwned\"]",
+    "!!python/object/new:subprocess.Popen [[\"touch\", \"{d}/pwned\"]]",
+    "!!python/name:os.system",
+    "!!python/module:os",
+    "!!python/object:collections.OrderedDict {}",
+])
+@pytest.mark.parametrize("where", ["file", "set"])
+def test_python_yaml_tags_never_construct_objects(tag, where, tmp_path, capsys):
+    """Scenario files and --set values are parsed with a SafeLoader: Python tags are a clean
+    bad-input error (exit 2) and nothing runs."""
+    tag = tag.replace("{d}", str(tmp_path))
+    p = tmp_path / "s.yaml"
+    if where == "file":
+        p.write_text(edit("seed: 3", f"seed: {tag}"))
+        argv = ["validate", str(p)]
+    else:
+        p.write_text(BASE)
+        argv = ["validate", str(p), "--set", f"seed={tag}"]
+    rc, out, err = cli(argv, capsys)
+    assert rc == 2, (out, err)
+    assert "could not determine a constructor for the tag" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_python_api_rejects_non_data_scenarios():
+    """The Python API takes a path or a mapping of plain data; anything else is bad input."""
+    from llmsim.errors import InputError
+    from llmsim.scenario import load_scenario
+    with pytest.raises(InputError, match="a scenario is a YAML file path or a mapping"):
+        load_scenario(42)
