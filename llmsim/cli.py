@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(exc.format(), file=sys.stderr)
         return 2
+    except AssertionError as exc:   # InvariantError and friends: a bug in llmsim, exit 1
+        print(f"internal error (please report): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -49,7 +49,12 @@ class InputError(Exception):
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
-        super().__init__("\n".join(p.format() for p in self.problems))
+        # args holds the problems themselves, so that code re-raising an exception as
+        # ``type(exc)(*exc.args)`` (SimPy does, for a failed process) keeps the structure
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        return "\n".join(p.format() for p in self.problems)
 
     def format(self) -> str:
         n = len(self.problems)

@@ -48,6 +48,15 @@ def load_scenario(source: str | os.PathLike | Mapping, overrides: Sequence[str] 
     """
     if isinstance(overrides, str):
         overrides = [overrides]
+    try:
+        return _load(source, overrides, base_dir)
+    except RecursionError:
+        where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else DICT_SOURCE
+        raise InputError(Problem("the scenario is nested too deeply (no scenario key nests "
+                                 "more than a few levels)", where)) from None
+
+
+def _load(source, overrides, base_dir) -> Scenario:
     data, lines, where, source_path, base, problems = _read_source(source, base_dir)
     data, override_where, override_problems = apply_overrides(data, overrides)
     problems += override_problems

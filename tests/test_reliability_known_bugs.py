@@ -32,10 +32,6 @@ def static_scenario(**sim):
             "simulation": sim}
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantError, reason=(
-    "llmsim/scheduling/policies.py StaticScheduler keeps finished requests in `running` as "
-    "padding; Scheduler.drain_unfinished (scheduling/base.py) returns them, so "
-    "Simulation.run marks them unfinished and lists them twice"))
 def test_static_run_cut_by_duration_lists_each_request_once():
     """Input: policy static, simulation.duration_s 20 (or drain: false). Requests that
     finished inside a batch that is still decoding appear twice, both rows 'unfinished', with
@@ -83,10 +79,6 @@ def test_utilization_never_exceeds_one_when_a_run_is_cut():
     assert res.summary["pools"]["p"]["utilization"] <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SimPy re-raises a process's exception as type(exc)(*exc.args); InputError's args is the "
-    "formatted text, so the rebuilt error has one Problem with where=None and prints "
-    "'error: <input>: FILE:ROW: ...'"))
 def test_bad_trace_row_found_while_running_keeps_its_location(tmp_path, capsys):
     """Input: an azure2023 trace whose row 3 has ContextTokens 'abc'; `llmsim run` exits 2 (good)
     but prints ``error: <input>: /…/bad.csv:3: key 'ContextTokens': …``. Fix (llmsim/errors.py,
@@ -123,10 +115,6 @@ BOMB = "".join(f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9 if p else ['"lol"'] * 9)
                for p, c in zip([None, "a", "b", "c", "d"], "abcde"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmsim/yaml_lines.py _walk follows YAML aliases and records a line for every expanded "
-    "path: a 'billion laughs' file of 9 lines exhausts memory (9**9 paths) with a MemoryError "
-    "traceback"))
 def test_yaml_aliases_are_not_expanded_when_mapping_lines():
     """Input: the classic alias bomb (``b: &b [*a, *a, …]`` nested 9 deep; here 5 deep, which
     already records 9**5 = 59,049 paths for 5 lines). Expected: the walk stops at an alias it
@@ -136,9 +124,6 @@ def test_yaml_aliases_are_not_expanded_when_mapping_lines():
     assert len(doc.lines) < 1000, len(doc.lines)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "llmsim/yaml_lines.py read_yaml: PyYAML's composer recurses once per nesting level; 5,000 "
-    "nested brackets raise RecursionError (exit 1 with a traceback) instead of exit 2"))
 def test_deeply_nested_yaml_is_a_clean_input_error(tmp_path, capsys):
     """Input: ``x: [[[[…]]]]`` nested 5,000 deep. Fix: catch RecursionError in read_yaml and
     raise InputError('YAML nested deeper than … levels')."""
@@ -164,9 +149,6 @@ def test_constant_prompt_longer_than_the_context_fails_validation(tmp_path, caps
     assert "context" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmsim/hardware/catalog.py load_hardware names the source 'hardware' (not '--hardware') "
-    "in its problems; llmsim/commands/roofline.py does not re-locate them"))
 def test_roofline_unknown_hardware_names_the_flag(capsys):
     """Input: `llmsim roofline --model llama-3.1-8b --hardware h100-sx` prints
     ``error: hardware: unknown hardware 'h100-sx'. Did you mean …`` (the model error says

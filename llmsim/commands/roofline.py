@@ -15,6 +15,8 @@ A plan whose weights do not fit is still analysed; the memory section says why i
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import sys
 
@@ -91,7 +93,12 @@ def analyse(args) -> dict:
     from llmsim.models.catalog import load_model
 
     model = load_model(args.model, where="--model")
-    hw = load_hardware(args.hardware)
+    try:
+        hw = load_hardware(args.hardware)
+    except InputError as exc:   # name the flag the user typed
+        raise InputError([dataclasses.replace(p, where="--hardware")
+                          if p.where in (None, "hardware") else p
+                          for p in exc.problems]) from None
     parallel = ParallelConfig(tp=_int_arg("--tp", args.tp), pp=_int_arg("--pp", args.pp),
                               ep=_int_arg("--ep", args.ep))
     batch = _int_arg("--batch", args.batch)
