@@ -7,7 +7,16 @@ by :class:`~llmsim.cost.types.BatchAggregates`. Every operator (kernel) costs
 
 and a step is the sum over operators and layers, plus tensor-parallel all-reduces, pipeline
 sends and a fixed ``step_overhead_s``. All numbers are per GPU: with tensor parallelism each GPU
-runs its shard and the shards run in parallel.
+runs its shard and the shards run in parallel. The efficiency parameters are
+:class:`~llmsim.hardware.spec.Efficiency` fields, fitted by ``llmsim calibrate``
+(:mod:`llmsim.cost.calibrate`); every term added for calibration defaults to "no effect".
+
+Host side: the host issues every kernel (``host_kernel_s`` each) while the GPU runs the earlier
+ones, so the GPU part of a step takes ``max(GPU time, kernels · host_kernel_s)``; then
+``step_overhead_s``, ``first_token_overhead_s`` per request whose prompt completes in the step
+(``num_sampled - decode_seqs``) and ``decode_seq_overhead_s`` per decoding sequence are added.
+With ``pp > 1`` the comparison is made per stage in ``stage_time_s`` and for the whole step
+(all stages' kernels) in ``step_time_s``.
 
 Operators (``T`` = tokens in the step = Σn, ``S`` = sampled tokens, per layer unless noted):
 
@@ -15,13 +24,15 @@ Operators (``T`` = tokens in the step = Σn, ``S`` = sampled tokens, per layer u
   FLOPs ``2·T·d_in·d_out``, bytes = weights + ``T·(d_in + d_out)`` activations. Compute runs at
   the activation dtype's peak (``HardwareSpec.peak_for``) times the shape-aware efficiency
   ``eff(M) = gemm_eff_max·M/(M + gemm_half_tokens)`` with ``M`` = rows of the GEMM; memory at
-  ``mem_eff``.
+  ``mem_eff``; each GEMM kernel adds ``gemm_fixed_s`` to ``kernel_launch_s``.
 - Attention, prefill pairs: FLOPs ``2·Σ n(c + n/2)·H·(d_qk + d_v)`` (= ``4·Σ n(c+n/2)·H·d``
   for standard heads; causal), bytes = K and V of the ``c + n`` tokens at the KV dtype + Q and
-  O; compute at ``attn_prefill_eff``. Decode pairs: FLOPs ``2·Σ(c+1)·H·(d_qk + d_v)``, bytes =
-  KV of all ``c + 1`` tokens + Q and O at ``attn_decode_mem_eff``, never below
-  ``attn_decode_floor_s``. Attention computes in 16-bit (the activation dtype when it is 16 or
-  32 bits wide): FP8 attention kernels are not modelled.
+  O; compute: the causal ``n²/2`` part at ``attn_prefill_eff``, the ``n·c`` context part at
+  ``attn_context_eff``; plus ``attn_prefill_fixed_s`` per layer. Decode pairs: FLOPs
+  ``2·Σ(c+1)·H·(d_qk + d_v)``, bytes = KV of all ``c + 1`` tokens + Q and O at
+  ``attn_decode_mem_eff``, never below ``attn_decode_floor_s``; plus ``attn_decode_fixed_s``
+  and ``attn_decode_seq_s`` per decoding sequence, per layer. Attention computes in 16-bit
+  (the activation dtype when it is 16 or 32 bits wide): FP8 attention kernels are not modelled.
 - GQA/MQA through ``num_kv_heads``; KV heads are split by tp and replicated when
   ``tp > num_kv_heads``. MLA (DeepSeek-V2/V3): the cache holds the compressed latent
   (``kv_lora_rank + qk_rope_head_dim`` values per token per layer, not ×2, replicated on every
@@ -30,9 +41,12 @@ Operators (``T`` = tokens in the step = Σn, ``S`` = sampled tokens, per layer u
   (``d_qk = nope + rope``, ``d_v = v_head_dim``) as vLLM and DeepSeek do. ``kv_b_proj`` runs on
   the latents of the prefill context + new tokens, and as the absorbed q/o transforms of the
   decode tokens (rows ``M = Σc_prefill + Σn_prefill + decodes``).
-- Element-wise, memory-bound at ``elementwise_mem_eff``: norms (2 per layer + the final norm, +
-  MLA's latent norms), rotary, residual adds (2 per layer), activation (SiLU·mul), KV-cache
-  write, embedding lookup.
+- Element-wise, memory-bound at a per-family fraction of the bandwidth
+  (``Efficiency.elementwise_eff``): norms (2 per layer + the final norm, + MLA's latent norms;
+  ``norm_mem_eff``), rotary (``rotary_mem_eff``), residual adds (2 per layer;
+  ``residual_mem_eff``), activation (SiLU·mul; ``activation_mem_eff``), embedding lookup
+  (``embedding_mem_eff``), KV-cache write (``elementwise_mem_eff``, also the fallback of the
+  others).
 - MoE layers (the last ``num_layers - num_dense_layers``): router GEMM (replicated); routed
   experts: FLOPs for ``T·top_k`` token-expert rows, weight bytes for the expected distinct
   experts ``D = E·(1 − (1 − k/E)^T)``, GEMM efficiency at ``M = T·k/D`` rows per expert;
@@ -87,12 +101,17 @@ BOUNDS = ("compute", "memory", "overhead", "comm")
 _LAYER, _DENSE, _MOE, _FIRST, _LAST, _STEP, _SEND = (
     "layer", "dense", "moe", "first", "last", "step", "send")
 
+# Element-wise operator name -> Efficiency family with its own bandwidth fraction.
+_EW_FAMILY = {"norms": "norm", "rotary": "rotary", "activation": "activation",
+              "residual": "residual", "embedding": "embedding"}
+
 # Display order of the breakdown rows.
 _ORDER = ("embedding", "norms", "qkv_proj", "qkv_a_proj", "q_proj", "kv_a_proj", "q_b_proj",
           "rotary", "kv_cache_write", "kv_b_proj", "attn_prefill", "attn_decode", "o_proj",
           "residual", "gate_up_proj", "activation", "down_proj", "router", "expert_gate_up",
           "expert_down", "shared_gate_up_proj", "shared_down_proj", "lm_head", "tp_allreduce",
-          "ep_alltoall", "logits_gather", "pp_send", "step_overhead")
+          "ep_alltoall", "logits_gather", "pp_send", "host_issue", "seq_overhead",
+          "step_overhead")
 
 
 @dataclass(frozen=True)
@@ -249,11 +268,13 @@ class CostModel:
         self._gemm_peak = hardware.peak_for(quant.activation_dtype)
         self._attn_peak = hardware.peak_for(_attention_dtype(quant))
         self._launch = eff.kernel_launch_s
+        self._glaunch = eff.kernel_launch_s + eff.gemm_fixed_s    # per GEMM kernel
         self._half = eff.gemm_half_tokens
         self._gmax = eff.gemm_eff_max
         self._bw = bw
         self._mem_eff = eff.mem_eff
         self._ew_eff = eff.elementwise_mem_eff
+        self._ew_effs = {name: eff.elementwise_eff(fam) for name, fam in _EW_FAMILY.items()}
         gemm_c = 1.0 / (self._gemm_peak * eff.gemm_eff_max)    # s per FLOP at eff_max
         mem_c = 1.0 / (bw * eff.mem_eff)                         # s per byte of a GEMM
 
@@ -358,6 +379,7 @@ class CostModel:
 
         # --- operators with their own variables (coefficients in seconds) ----------------
         attn_c = 1.0 / (self._attn_peak * eff.attn_prefill_eff)
+        ctx_c = 1.0 / (self._attn_peak * eff.context_eff)
         pre_m = 1.0 / (bw * eff.mem_eff)
         dec_m = 1.0 / (bw * eff.attn_decode_mem_eff)
         if model.is_mla:
@@ -375,13 +397,17 @@ class CostModel:
         self._ad_kv_bytes = kv_layer
         self._ad_qo_bytes = Hg * (dqk_d + dv_d) * ab
         self._ap_c = self._ap_flops * attn_c
+        self._ap_cc = self._ap_flops * ctx_c
         self._ap_mk = self._ap_kv_bytes * pre_m
         self._ap_mq = self._ap_qo_bytes * pre_m
         self._ad_c = self._ad_flops * attn_c
         self._ad_mk = self._ad_kv_bytes * dec_m
         self._ad_mq = self._ad_qo_bytes * dec_m
         self._floor = eff.attn_decode_floor_s
-        self._attn_c, self._pre_m, self._dec_m = attn_c, pre_m, dec_m
+        self._attn_c, self._ctx_c, self._pre_m, self._dec_m = attn_c, ctx_c, pre_m, dec_m
+        self._pfix = self._launch + eff.attn_prefill_fixed_s
+        self._dfix = self._launch + eff.attn_decode_fixed_s
+        self._dseq = eff.attn_decode_seq_s
 
         self._mla = model.is_mla
         layer_special_weights = 0.0
@@ -456,20 +482,50 @@ class CostModel:
             key = tuple(sorted(mult.items()))
             if key not in stages:
                 bp, ic, sl = self._piecewise(mult)
-                stages[key] = (n, n - nd, j == pp - 1, bp, ic, sl)
+                stages[key] = (n, n - nd, j == pp - 1, bp, ic, sl, self._t_kernels(mult))
         self._stages = tuple(stages.values())
         self._pp = pp
 
+        # --- host side -----------------------------------------------------------------------
+        self._ovh = eff.step_overhead_s
+        self._fto = eff.first_token_overhead_s
+        self._dso = eff.decode_seq_overhead_s
+        self._hk = eff.host_kernel_s
+        self._host = bool(self._hk or self._fto or self._dso)
+        self._k_full = self._t_kernels(full)
+        self._k_lm = 1 + (1 if self._lg1 else 0)       # lm_head (+ logits gather)
+        # kernels of every step: T-only ops, MLA kv_b_proj per layer, 2 expert GEMMs per MoE layer
+        self._k_step0 = self._k_full + (L if self._mla else 0) + 2 * self._L_moe
+
     # ------------------------------------------------------------------------------------
+    def _t_kernels(self, mult: dict) -> int:
+        """Kernels (and collectives/sends) launched by the T-only operators under ``mult``."""
+        return sum(mult[op.group] * op.kernels for op in self._ops if op.kind != "const")
+
+    def _step_kernels(self, k_t, n_layers, n_moe, last, ps, ds, ns) -> int:
+        """Kernels one step launches on a GPU of a stage with ``k_t`` T-only kernels."""
+        per_layer = (1 if ps else 0) + (1 if ds else 0) + (1 if self._mla else 0)
+        return k_t + n_layers * per_layer + 2 * n_moe + (self._k_lm if last and ns else 0)
+
+    def _host_s(self, t, k_t, n_layers, n_moe, last, ps, ds, ns) -> float:
+        """Apply the host side to a GPU-side time ``t`` (which includes step_overhead_s):
+        ``max(t - overhead, kernels · host_kernel_s) + overhead + per-sequence overheads``."""
+        if self._hk:
+            h = self._hk * self._step_kernels(k_t, n_layers, n_moe, last, ps, ds, ns)
+            if h > t - self._ovh:
+                t = h + self._ovh
+        first = ns - ds
+        return t + (first * self._fto if first > 0 else 0.0) + ds * self._dso
+
     def _op_lines(self, op: _Op) -> tuple[float, list[tuple[float, float]]]:
         """(constant launch time, [(slope, intercept) lines whose max is the op's time])."""
         if op.kind == "gemm":
             cs = op.flops1 / (self._gemm_peak * self._gmax)
             m = 1.0 / (self._bw * self._mem_eff)
-            return (op.kernels * self._launch,
+            return (op.kernels * self._glaunch,
                     [(cs, cs * self._half), (op.bytes1 * m, op.bytes0 * m)])
         if op.kind == "elementwise":
-            m = 1.0 / (self._bw * self._ew_eff)
+            m = 1.0 / (self._bw * self._ew_effs.get(op.name, self._ew_eff))
             return op.kernels * self._launch, [(op.bytes1 * m, op.bytes0 * m)]
         return 0.0, [(op.t1, op.t0)]          # comm and const: affine in T, no launch
 
@@ -510,9 +566,9 @@ class CostModel:
         """Attention (+ MLA kv_b_proj) time of one layer."""
         a = 0.0
         if ps:
-            c = (pnc + 0.5 * pn2) * self._ap_c
+            c = pnc * self._ap_cc + 0.5 * pn2 * self._ap_c
             m = (pc + pt) * self._ap_mk + pt * self._ap_mq
-            a += self._launch + (c if c > m else m)
+            a += self._pfix + (c if c > m else m)
         if ds:
             n = dc + ds
             c = n * self._ad_c
@@ -520,12 +576,12 @@ class CostModel:
             x = c if c > m else m
             if x < self._floor:
                 x = self._floor
-            a += self._launch + x
+            a += self._dfix + ds * self._dseq + x
         if self._mla:
             M = pc + pt + ds
             c = (M + self._half) * self._kvb_c
             m = self._kvb_m0 + M * self._kvb_m1
-            a += self._launch + (c if c > m else m)
+            a += self._glaunch + (c if c > m else m)
         return a
 
     def _experts_s(self, T) -> float:
@@ -536,17 +592,17 @@ class CostModel:
         fc, wm, am = self._eu_c
         c = fc * rows
         m = wm * D + am * Tk
-        t = self._launch + (c if c > m else m)
+        t = self._glaunch + (c if c > m else m)
         fc, wm, am = self._ed_c
         c = fc * rows
         m = wm * D + am * Tk
-        return t + self._launch + (c if c > m else m)
+        return t + self._glaunch + (c if c > m else m)
 
     def _lm_s(self, S) -> float:
         """lm_head for S sampled tokens + the logits gather across tp."""
         c = (S + self._half) * self._lm_c
         m = self._lm_m0 + S * self._lm_m1
-        t = self._launch + (c if c > m else m)
+        t = self._glaunch + (c if c > m else m)
         if self._lg1:
             t += self._lg0 + S * self._lg1
         return t
@@ -566,6 +622,15 @@ class CostModel:
             t += self._L_moe * self._experts_s(T)
         if ns:
             t += self._lm_s(ns)
+        if self._host:     # inlined _host_s for the whole step (hot path)
+            if self._hk:
+                k = self._k_step0 + (self._L if ps else 0) + (self._L if ds else 0) \
+                    + (self._k_lm if ns else 0)
+                h = self._hk * k
+                if h > t - self._ovh:
+                    t = h + self._ovh
+            first = ns - ds
+            t += (first * self._fto if first > 0 else 0.0) + ds * self._dso
         return t
 
     def stage_time_s(self, agg: BatchAggregates) -> float:
@@ -582,11 +647,13 @@ class CostModel:
         ex = self._experts_s(T) if self._L_moe else 0.0
         lm = self._lm_s(ns) if ns else 0.0
         best = 0.0
-        for n, nm, last, bp, ic, sl in self._stages:
+        for n, nm, last, bp, ic, sl, kt in self._stages:
             i = bisect_right(bp, T)
             t = ic[i] + sl[i] * T + n * attn + nm * ex
             if last:
                 t += lm
+            if self._host:
+                t = self._host_s(t, kt, n, nm, last, ps, ds, ns)
             if t > best:
                 best = t
         return best
@@ -609,16 +676,22 @@ class CostModel:
         c = n * self._ad_c
         m = n * self._ad_mk + ds * self._ad_mq
         x = np.maximum(np.maximum(c, m), self._floor)
-        a = self._launch + x
+        a = self._dfix + ds * self._dseq + x
         if self._mla:
             M = ds
             c1 = (M + self._half) * self._kvb_c
             m1 = self._kvb_m0 + M * self._kvb_m1
-            a += self._launch + (c1 if c1 > m1 else m1)
+            a += self._glaunch + (c1 if c1 > m1 else m1)
         t = base + self._L * a
         if self._L_moe:
             t += self._L_moe * self._experts_s(T)
         t += self._lm_s(ds)
+        if self._host:
+            if self._hk:
+                h = self._hk * self._step_kernels(self._k_full, self._L, self._L_moe, True,
+                                                  0, ds, ds)
+                t = np.maximum(t - self._ovh, h) + self._ovh
+            t = t + ds * self._dso
         return t
 
     # --- slow path: explicit per-operator breakdown ----------------------------------------
@@ -631,6 +704,7 @@ class CostModel:
             return []
         rows: dict[str, list] = {}
         launch = self._launch
+        glaunch = self._glaunch
 
         def add(name, kind, w, flops, nbytes, compute, memory, launch_s, kernels, floor=0.0):
             work = max(compute, memory, floor)
@@ -655,12 +729,13 @@ class CostModel:
                 nbytes = op.bytes0 + op.bytes1 * T
                 compute = flops / (self._gemm_peak * gemm_efficiency(self.hardware, T))
                 memory = nbytes / (self._bw * self._mem_eff)
-                add(op.name, "gemm", w, flops, nbytes, compute, memory, op.kernels * launch,
+                add(op.name, "gemm", w, flops, nbytes, compute, memory, op.kernels * glaunch,
                     op.kernels)
             elif op.kind == "elementwise":
                 nbytes = op.bytes0 + op.bytes1 * T
                 add(op.name, "elementwise", w, op.flops1 * T, nbytes, 0.0,
-                    nbytes / (self._bw * self._ew_eff), op.kernels * launch, op.kernels)
+                    nbytes / (self._bw * self._ew_effs.get(op.name, self._ew_eff)),
+                    op.kernels * launch, op.kernels)
             elif op.kind == "comm":
                 add(op.name, "comm", w, 0.0, op.bytes1 * T, 0.0, op.t0 + op.t1 * T, 0.0,
                     op.kernels)
@@ -671,20 +746,21 @@ class CostModel:
         if ps:
             flops = (pnc + 0.5 * pn2) * self._ap_flops
             nbytes = (pc + pt) * self._ap_kv_bytes + pt * self._ap_qo_bytes
-            add("attn_prefill", "attn", L, flops, nbytes, flops * self._attn_c,
-                nbytes * self._pre_m, launch, 1)
+            compute = (pnc * self._ctx_c + 0.5 * pn2 * self._attn_c) * self._ap_flops
+            add("attn_prefill", "attn", L, flops, nbytes, compute,
+                nbytes * self._pre_m, self._pfix, 1)
         if ds:
             flops = (dc + ds) * self._ad_flops
             nbytes = (dc + ds) * self._ad_kv_bytes + ds * self._ad_qo_bytes
             add("attn_decode", "attn", L, flops, nbytes, flops * self._attn_c,
-                nbytes * self._dec_m, launch, 1, floor=self._floor)
+                nbytes * self._dec_m, self._dfix + ds * self._dseq, 1, floor=self._floor)
         if self._mla:
             M = pc + pt + ds
             flops = self._kvb_flops * M
             nbytes = self._kvb_w + self._kvb_a * M
             add("kv_b_proj", "gemm", L, flops, nbytes,
                 flops / (self._gemm_peak * gemm_efficiency(self.hardware, M)),
-                nbytes / (self._bw * self._mem_eff), launch, 1)
+                nbytes / (self._bw * self._mem_eff), glaunch, 1)
         if self._L_moe:
             D = self._E * (1.0 - (1.0 - self._k / self._E) ** T)
             Tk = T * self._k
@@ -695,16 +771,27 @@ class CostModel:
                 nbytes = wbytes * D + abytes * Tk
                 add(name, "gemm", self._L_moe, flops, nbytes,
                     flops / (self._gemm_peak * eff), nbytes / (self._bw * self._mem_eff),
-                    launch, 1)
+                    glaunch, 1)
         if ns:
             flops = self._lm_flops * ns
             nbytes = self._lm_w + self._lm_a * ns
             add("lm_head", "gemm", 1, flops, nbytes,
                 flops / (self._gemm_peak * gemm_efficiency(self.hardware, ns)),
-                nbytes / (self._bw * self._mem_eff), launch, 1)
+                nbytes / (self._bw * self._mem_eff), glaunch, 1)
             if self._lg1:
                 add("logits_gather", "comm", 1, 0.0, self._lg_bytes * ns, 0.0,
                     self._lg0 + self._lg1 * ns, 0.0, 1)
+
+        if self._host:
+            gpu = sum(r[7] for name, r in rows.items() if name != "step_overhead")
+            k = self._step_kernels(self._k_full, self._L, self._L_moe, True, ps, ds, ns)
+            h = self._hk * k
+            if h > gpu:
+                add("host_issue", "const", 1, 0.0, 0.0, 0.0, h - gpu, 0.0, k)
+            first = max(ns - ds, 0)
+            seq = first * self._fto + ds * self._dso
+            if seq > 0:
+                add("seq_overhead", "const", 1, 0.0, 0.0, 0.0, seq, 0.0, first + ds)
 
         order = {name: i for i, name in enumerate(_ORDER)}
         out = []

@@ -24,9 +24,10 @@ keyed by dtype, see :data:`llmsim.cost.types.DTYPE_BITS`), ``memory_bytes``,
 ``kind``, ``bandwidth_bytes_per_s`` per GPU per direction, ``latency_s``, optional
 ``description``), ``gpus_per_node``, ``power_w``, ``price_on_demand_usd_per_h``,
 ``price_spot_usd_per_h``, ``price_note``, ``efficiency`` (any :class:`Efficiency` field; omitted
-fields take the documented defaults; ``source`` is required) and ``provenance`` (field path ->
+fields take the documented defaults; ``source`` is required), ``provenance`` (field path ->
 source text; required for every numeric field outside ``efficiency``, whose numbers are covered
-by ``efficiency.source``).
+by ``efficiency.source``) and an optional ``calibration`` mapping written by ``llmsim
+calibrate`` (data, hold-out split and errors of the fit; free-form, not part of HardwareSpec).
 
 Numbers are SI. YAML 1.2 float spellings such as ``989.4e12`` or ``1e-6`` are read as numbers
 (parsing goes through :func:`llmsim.yaml_lines.read_yaml`; PyYAML alone reads them as text).
@@ -110,6 +111,21 @@ class _EfficiencyModel(_Strict):
     step_overhead_s: float = Field(_EFF_DEFAULTS.step_overhead_s, ge=0)
     comm_bw_eff: float = Field(_EFF_DEFAULTS.comm_bw_eff, gt=0, le=1)
     comm_latency_s: float = Field(_EFF_DEFAULTS.comm_latency_s, ge=0)
+    gemm_fixed_s: float = Field(_EFF_DEFAULTS.gemm_fixed_s, ge=0)
+    norm_mem_eff: float | None = Field(None, gt=0, le=1)
+    rotary_mem_eff: float | None = Field(None, gt=0, le=1)
+    activation_mem_eff: float | None = Field(None, gt=0, le=1)
+    residual_mem_eff: float | None = Field(None, gt=0, le=1)
+    embedding_mem_eff: float | None = Field(None, gt=0, le=1)
+    attn_context_eff: float | None = Field(None, gt=0, le=1)
+    attn_prefill_fixed_s: float = Field(_EFF_DEFAULTS.attn_prefill_fixed_s, ge=0)
+    attn_decode_fixed_s: float = Field(_EFF_DEFAULTS.attn_decode_fixed_s, ge=0)
+    attn_decode_seq_s: float = Field(_EFF_DEFAULTS.attn_decode_seq_s, ge=0)
+    comm_base_latency_s: float = Field(_EFF_DEFAULTS.comm_base_latency_s, ge=0)
+    p2p_bw_eff: float | None = Field(None, gt=0, le=1)
+    host_kernel_s: float = Field(_EFF_DEFAULTS.host_kernel_s, ge=0)
+    first_token_overhead_s: float = Field(_EFF_DEFAULTS.first_token_overhead_s, ge=0)
+    decode_seq_overhead_s: float = Field(_EFF_DEFAULTS.decode_seq_overhead_s, ge=0)
     source: str = Field(min_length=1)
 
 
@@ -131,6 +147,10 @@ class _CardModel(_Strict):
     price_note: str = Field(min_length=1)
     efficiency: _EfficiencyModel
     provenance: dict[str, str]
+    # Written by `llmsim calibrate` (see llmsim.cost.calibrate.calibration_record): what the
+    # efficiency section was fitted on and the errors it reached. Kept in the file, not in
+    # HardwareSpec; read it with llmsim.cost.calibrate.read_calibration_record.
+    calibration: dict[str, Any] | None = None
 
     @field_validator("peak_flops_per_s")
     @classmethod
@@ -300,7 +320,8 @@ def _load_card(path_str: str, mtime_ns: int) -> HardwareSpec:
         price_on_demand_usd_per_h=float(card.price_on_demand_usd_per_h),
         price_spot_usd_per_h=float(card.price_spot_usd_per_h),
         price_note=card.price_note,
-        efficiency=Efficiency(**{k: (v if k == "source" else float(v)) for k, v in eff.items()}),
+        efficiency=Efficiency(**{k: (v if k == "source" or v is None else float(v))
+                                 for k, v in eff.items()}),
         provenance=dict(card.provenance),
         aliases=tuple(card.aliases),
     )

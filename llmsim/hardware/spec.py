@@ -25,17 +25,42 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Roofline efficiency parameters (what fraction of the datasheet peak kernels reach).
+    """Roofline efficiency parameters (what fraction of the datasheet peak kernels reach, and the
+    fixed costs around them). All times in seconds.
 
-    GEMM efficiency is shape-aware: for a GEMM with M = tokens rows,
-    ``eff(M) = gemm_eff_max * M / (M + gemm_half_tokens)`` (small GEMMs reach less of peak).
-    Each operator costs ``kernel_launch_s + max(flops/(peak*eff_c), bytes/(bw*eff_m))``.
-    ``step_overhead_s`` is the fixed framework cost of one engine step (scheduling, sampling,
-    launch of the graph). Attention prefill runs at ``attn_prefill_eff`` of peak (FlashAttention
-    reaches ~1/6 of the A100 peak in the shared measurements) and decode attention has a floor of
-    ``attn_decode_floor_s`` per layer. Collectives reach ``comm_bw_eff`` of the link bandwidth
-    and pay ``comm_latency_s`` per ring hop.
-    ``source`` says what data fitted these numbers, or that they are assumed defaults.
+    GPU kernels (per GPU, per kernel):
+
+    - GEMMs: ``kernel_launch_s + max(flops / (peak · eff(M)), bytes / (bw · mem_eff))`` with the
+      shape-aware ``eff(M) = gemm_eff_max · M / (M + gemm_half_tokens)`` for M rows (small GEMMs
+      reach less of peak). ``kernel_launch_s`` is the fixed GPU-side cost of one kernel; GEMM
+      kernels add ``gemm_fixed_s`` (library setup, split-K reduction).
+    - Element-wise kernels are memory-bound at a per-family fraction of the bandwidth:
+      ``norm_mem_eff`` (RMSNorm/LayerNorm), ``rotary_mem_eff``, ``activation_mem_eff`` (SiLU·mul,
+      GELU), ``residual_mem_eff`` (residual adds), ``embedding_mem_eff`` (token lookup); a family
+      left at ``None`` uses ``elementwise_mem_eff``, which also covers the KV-cache write.
+    - Attention prefill: the causal block of the new tokens (``n²/2`` query-key pairs) runs at
+      ``attn_prefill_eff`` of the 16-bit peak, the new tokens against the cached context
+      (``n·c`` pairs) at ``attn_context_eff`` (``None``: same as ``attn_prefill_eff``); plus
+      ``attn_prefill_fixed_s`` per kernel.
+    - Attention decode: KV streaming at ``attn_decode_mem_eff`` of the bandwidth, never below
+      ``attn_decode_floor_s``; plus ``attn_decode_fixed_s`` per kernel and
+      ``attn_decode_seq_s`` per decoding sequence.
+
+    Collectives (:mod:`llmsim.cost.comm`): ``comm_bw_eff`` of the link bandwidth, plus
+    ``comm_base_latency_s`` per collective and ``comm_latency_s`` per ring hop; point-to-point
+    sends reach ``p2p_bw_eff`` of the link (``None``: same as ``comm_bw_eff``).
+
+    Host side (per engine step): ``step_overhead_s`` fixed (scheduling, sampling, graph launch),
+    ``first_token_overhead_s`` per request whose prompt completes in the step (its first token
+    is sampled: ``num_sampled - decode_seqs`` of them) and ``decode_seq_overhead_s`` per
+    decoding sequence (input preparation, sampling bookkeeping). ``host_kernel_s`` is the CPU
+    time to issue one kernel: the host issues kernels while the GPU runs earlier ones, so the
+    kernel part of a step takes ``max(GPU time, kernels · host_kernel_s)`` (0 = never host-bound,
+    e.g. CUDA graphs).
+
+    The defaults are assumptions, not fits; every new field defaults to "no effect" so that
+    cards written before it existed keep their meaning. ``source`` says what data fitted these
+    numbers, or that they are assumed.
     """
 
     gemm_eff_max: float = 0.75
@@ -50,6 +75,37 @@ class Efficiency:
     comm_bw_eff: float = 0.75
     comm_latency_s: float = 8e-6
     source: str = "assumed defaults (not fitted)"
+    gemm_fixed_s: float = 0.0
+    norm_mem_eff: float | None = None
+    rotary_mem_eff: float | None = None
+    activation_mem_eff: float | None = None
+    residual_mem_eff: float | None = None
+    embedding_mem_eff: float | None = None
+    attn_context_eff: float | None = None
+    attn_prefill_fixed_s: float = 0.0
+    attn_decode_fixed_s: float = 0.0
+    attn_decode_seq_s: float = 0.0
+    comm_base_latency_s: float = 0.0
+    p2p_bw_eff: float | None = None
+    host_kernel_s: float = 0.0
+    first_token_overhead_s: float = 0.0
+    decode_seq_overhead_s: float = 0.0
+
+    def elementwise_eff(self, family: str) -> float:
+        """Bandwidth fraction of an element-wise family (``norm``, ``rotary``, ``activation``,
+        ``residual``, ``embedding``; anything else, e.g. ``kv_cache_write``, uses
+        ``elementwise_mem_eff``)."""
+        v = getattr(self, f"{family}_mem_eff", None) if family in ELEMENTWISE_FAMILIES else None
+        return self.elementwise_mem_eff if v is None else v
+
+    @property
+    def context_eff(self) -> float:
+        """Efficiency of the new-token × cached-context part of prefill attention."""
+        return self.attn_prefill_eff if self.attn_context_eff is None else self.attn_context_eff
+
+
+#: element-wise families with their own bandwidth fraction (``<family>_mem_eff``)
+ELEMENTWISE_FAMILIES = ("norm", "rotary", "activation", "residual", "embedding")
 
 
 @dataclass(frozen=True)
