@@ -349,3 +349,179 @@ def attainment_vs_rate(df: pd.DataFrame, x: str = "rate_per_s", y: str = "attain
                       yaxis_title="SLO attainment (%)", **_LAYOUT)
     fig.update_yaxes(range=[0, 102])
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep / plan charts with intervals, cost, per-replica series, roofline, Pareto front
+# --------------------------------------------------------------------------------------------
+
+def mean_ci_figure(df: pd.DataFrame, x: str, y: str, *, group: str | None = None,
+                   scale: float = 1.0, title: str | None = None, x_title: str | None = None,
+                   y_title: str | None = None, hline: float | None = None,
+                   hline_label: str = "target") -> go.Figure:
+    """Mean of metric ``y`` against ``x`` with confidence intervals as error bars, from a
+    per-point frame holding ``{y}_mean``, ``{y}_ci_low`` and ``{y}_ci_high`` (as
+    :func:`llmsim.planning.metrics.aggregate` makes); one line per ``group`` value. Values are
+    shown times ``scale``; ``hline`` (in the same unit as ``y``) draws a dashed line."""
+    m, lo, hi = f"{y}_mean", f"{y}_ci_low", f"{y}_ci_high"
+    _need(df, [x, m, lo, hi] + ([group] if group else []), "sweep points")
+    fig = go.Figure()
+    groups = df.groupby(group, sort=True) if group else [(None, df)]
+    for gkey, g in groups:
+        g = g.sort_values(x, kind="stable")
+        mean = g[m].astype(float).to_numpy() * scale
+        up = (g[hi].astype(float).to_numpy() * scale) - mean
+        down = mean - (g[lo].astype(float).to_numpy() * scale)
+        fig.add_trace(go.Scatter(
+            x=g[x], y=mean, mode="lines+markers",
+            name=f"{group}={gkey}" if group else y,
+            error_y=dict(type="data", array=np.nan_to_num(up), arrayminus=np.nan_to_num(down),
+                         visible=True)))
+    if hline is not None:
+        fig.add_hline(y=float(hline) * scale, line=dict(dash="dash", color="#d62728"),
+                      annotation_text=f"{hline_label} {float(hline) * scale:.4g}",
+                      annotation_position="top left")
+    fig.update_layout(title=title or f"{y} vs {x}", xaxis_title=x_title or x,
+                      yaxis_title=y_title or y, **_LAYOUT)
+    return fig
+
+
+def cost_vs_rate(df: pd.DataFrame, x: str = "rate_per_s",
+                 y: str = "usd_per_million_output_tokens", *, group: str | None = None,
+                 title: str | None = None, x_title: str | None = None,
+                 y_title: str | None = None) -> go.Figure:
+    """Cost (column ``y``, USD) against offered load (column ``x``), one line per ``group``
+    value. ``df`` is tidy (one row per run or per point)."""
+    _need(df, [x, y] + ([group] if group else []), "sweep results")
+    fig = go.Figure(_lines(df, x, [y], group, 1.0))
+    fig.update_layout(title=title or "Cost vs load", xaxis_title=x_title or x,
+                      yaxis_title=y_title or "USD per million output tokens", **_LAYOUT)
+    return fig
+
+
+def replica_series_figure(timeline: pd.DataFrame, column: str, *, title: str,
+                          y_title: str, name: str | None = None, scale: float = 1.0,
+                          max_points: int = MAX_POINTS,
+                          max_lines: int = MAX_REPLICA_LINES) -> go.Figure:
+    """A timeline column (``num_waiting``, ``num_running``, ``kv_usage``) over time, one line
+    per replica (``pool/replica``); with more than ``max_lines`` replicas, per-pool mean and
+    max. Values are shown times ``scale``."""
+    _need(timeline, ("time_s", "pool", "replica", column), "timeline")
+    fig = go.Figure()
+    keys = timeline[["pool", "replica"]].drop_duplicates()
+    if len(keys) <= max_lines:
+        for (pool, rep), g in timeline.groupby(["pool", "replica"], sort=True):
+            g = g.sort_values("time_s", kind="stable")
+            t, y = _bin_mean(g["time_s"].to_numpy(dtype=np.float64),
+                             g[column].to_numpy(dtype=np.float64), max_points)
+            fig.add_trace(go.Scatter(x=t, y=scale * y, mode="lines", name=f"{pool}/{rep}"))
+    else:
+        for pool, g in timeline.groupby("pool", sort=True):
+            agg = g.groupby("time_s", sort=True)[column].agg(["mean", "max"])
+            tt = agg.index.to_numpy(dtype=np.float64)
+            for stat, dash in (("mean", None), ("max", "dot")):
+                t, y = _bin_mean(tt, agg[stat].to_numpy(dtype=np.float64), max_points)
+                fig.add_trace(go.Scatter(x=t, y=scale * y, mode="lines",
+                                         name=f"{pool} {stat}", line=dict(dash=dash)))
+    fig.update_layout(title=title + (f" ({name})" if name else ""),
+                      xaxis_title="simulated time (s)", yaxis_title=y_title, **_LAYOUT)
+    return fig
+
+
+def roofline_figure(phases: Sequence[tuple[str, Sequence[dict]]], *, peak_flops_per_s: float,
+                    memory_bandwidth_bytes_per_s: float, title: str = "Roofline",
+                    efficiency: tuple[float, float] | None = None) -> go.Figure:
+    """Operators on the roofline: attained FLOP/s (``flops / time_s``) against arithmetic
+    intensity (FLOP/byte), log-log, one marker series per phase. ``phases`` is a list of
+    ``(label, ops)`` with ``ops`` as ``OpCost.as_dict()``; the datasheet roofline is
+    ``min(peak, bandwidth · intensity)``; ``efficiency = (compute, memory)`` adds the roofline
+    at those fractions."""
+    pts = [o for _, ops in phases for o in ops
+           if o.get("flops", 0) > 0 and o.get("time_s", 0) > 0 and o.get("intensity", 0) > 0]
+    ridge = peak_flops_per_s / memory_bandwidth_bytes_per_s
+    xs = [o["intensity"] for o in pts] or [1.0]
+    lo, hi = min(min(xs) / 4, ridge / 100), max(max(xs) * 4, ridge * 10)
+    grid = np.geomspace(lo, hi, 200)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=grid, y=np.minimum(peak_flops_per_s,
+                                                  memory_bandwidth_bytes_per_s * grid),
+                             mode="lines", name="datasheet roofline",
+                             line=dict(dash="dash", color="gray")))
+    if efficiency is not None:
+        ec, em = efficiency
+        fig.add_trace(go.Scatter(x=grid, y=np.minimum(peak_flops_per_s * ec,
+                                                      memory_bandwidth_bytes_per_s * em * grid),
+                                 mode="lines", name="at card efficiency",
+                                 line=dict(color="black")))
+    for (label, ops), sym in zip(phases, ("circle", "diamond", "square", "x")):
+        ops = [o for o in ops if o.get("flops", 0) > 0 and o.get("time_s", 0) > 0
+               and o.get("intensity", 0) > 0]
+        fig.add_trace(go.Scatter(
+            x=[o["intensity"] for o in ops], y=[o["flops"] / o["time_s"] for o in ops],
+            mode="markers", name=str(label), marker=dict(symbol=sym, size=10),
+            text=[f"{o['name']}: {o['time_s'] * 1e3:.3g} ms, {o.get('bound', '?')}-bound"
+                  for o in ops], hoverinfo="text"))
+    fig.update_layout(title=title, xaxis_title="arithmetic intensity (FLOP/byte)",
+                      yaxis_title="attained FLOP/s per GPU", **_LAYOUT)
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def pareto_figure(points: pd.DataFrame, *, x: str = "tokens_per_s_per_user",
+                  y: str = "output_tokens_per_s_per_gpu", front: str = "on_front",
+                  label: str = "candidate", curves: dict | None = None,
+                  title: str = "Throughput per GPU vs per-user token rate") -> go.Figure:
+    """Simulated points (one series per ``label`` value; hollow markers when column
+    ``meets_slo`` is false), the Pareto front (rows where ``front`` is true) as a step line,
+    and optional roofline curves ``{name: [(batch, x, y), ...]}`` dashed."""
+    _need(points, [x, y, front, label], "pareto points")
+    fig = go.Figure()
+    for name, curve in (curves or {}).items():
+        if curve:
+            fig.add_trace(go.Scatter(x=[c[1] for c in curve], y=[c[2] for c in curve],
+                                     mode="lines", name=f"roofline {name}",
+                                     line=dict(dash="dash", width=1),
+                                     text=[f"batch {c[0]}" for c in curve]))
+    for name, g in points.groupby(label, sort=False):
+        ok = g["meets_slo"].astype(bool) if "meets_slo" in g.columns else pd.Series(True, g.index)
+        fig.add_trace(go.Scatter(
+            x=g[x], y=g[y], mode="markers", name=str(name),
+            marker=dict(size=10, symbol=["circle" if v else "circle-open" for v in ok]),
+            text=[f"rate {r:g} req/s" for r in g["rate_per_s"]] if "rate_per_s" in g.columns
+            else None))
+    f = points[points[front].astype(bool)].sort_values(x)
+    if len(f):
+        fig.add_trace(go.Scatter(x=f[x], y=f[y], mode="lines", name="Pareto front",
+                                 line=dict(shape="vh", color="black")))
+    fig.update_layout(title=title, xaxis_title="tokens/s per user (1 / median TPOT)",
+                      yaxis_title="output tokens/s per GPU", **_LAYOUT)
+    return fig
+
+
+def candidates_figure(df: pd.DataFrame, *, x: str = "usd_per_hour", y: str = "attainment",
+                      status: str = "status", label: str = "label",
+                      target: float | None = None,
+                      title: str = "Candidates: price vs SLO attainment") -> go.Figure:
+    """Planner candidates: price per hour (x) against simulated attainment (y, %), one series
+    per ``status``; candidates without a simulated attainment (pruned, skipped) sit at 0 with
+    hollow markers. ``target`` (fraction) draws the required attainment."""
+    _need(df, [x, y, status, label], "candidates")
+    colors = {"passed": "#2ca02c", "failed": "#d62728", "pruned": "#7f7f7f",
+              "skipped": "#bbbbbb", "invalid": "#ff7f0e"}
+    fig = go.Figure()
+    for st, g in df.groupby(status, sort=True):
+        yy = g[y].astype(float)
+        sim = yy.notna()
+        fig.add_trace(go.Scatter(
+            x=g[x], y=np.where(sim, 100.0 * yy.fillna(0.0), 0.0), mode="markers", name=str(st),
+            marker=dict(size=10, color=colors.get(str(st)),
+                        symbol=["circle" if s else "circle-open" for s in sim]),
+            text=[str(t) for t in g[label]], hoverinfo="text+x+y"))
+    if target is not None:
+        fig.add_hline(y=100.0 * float(target), line=dict(dash="dash", color="#d62728"),
+                      annotation_text=f"target {100.0 * float(target):.4g}%",
+                      annotation_position="bottom left")
+    fig.update_layout(title=title, xaxis_title="USD per hour", yaxis_title="SLO attainment (%)",
+                      **_LAYOUT)
+    return fig
