@@ -8,6 +8,8 @@ Contract shared by every manager (DESIGN §5):
 - ``decode_grows`` says whether holding grows one block per ``block_size`` decoded tokens (paged)
   or was reserved up front (contiguous); the scheduler then calls ``allocate_blocks(n)`` for the
   decode block boundaries it tracks itself (so decoding needs no per-request loop);
+- ``get_computed_blocks(request) -> int`` prefix-cache hit tokens (0 without prefix caching;
+  see :mod:`llmsim.memory.prefix`); the next allocation of the request starts from them;
 - ``usage`` is the fraction of blocks in use; ``num_free_blocks`` never goes negative or above
   ``num_blocks`` (asserted by ``check()``).
 """
@@ -16,6 +18,9 @@ from __future__ import annotations
 
 class KVCacheManager:
     decode_grows = False
+    enable_prefix_caching = False
+    host = None                  # HostKVTier (swap / offload) or None
+    pending_transfer_s = 0.0     # host→GPU load time the next step must pay (prefix offload)
 
     def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.0):
         if num_blocks < 0 or block_size < 1:
@@ -59,6 +64,10 @@ class KVCacheManager:
                                  f"capacity={self.num_blocks}")
 
     # -- per-request interface (overridden) ------------------------------------------------
+    def get_computed_blocks(self, request) -> int:
+        """Tokens of ``request``'s prompt already in the cache (prefix caching); 0 here."""
+        return 0
+
     def max_request_tokens(self) -> int:
         """Largest prompt+output a single request can ever hold."""
         return self.capacity_tokens

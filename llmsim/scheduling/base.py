@@ -36,7 +36,7 @@ class SeqState:
     """Scheduler-private state of one running request."""
 
     __slots__ = ("req", "phase", "d0", "c0", "g0", "capped", "active", "last_token_s",
-                 "bphase", "scheduled")
+                 "bphase", "scheduled", "nblocks")
 
     def __init__(self, req):
         self.req = req
@@ -49,6 +49,7 @@ class SeqState:
         self.last_token_s = None
         self.bphase = 0
         self.scheduled = 0     # prefill tokens allocated for the step being scheduled
+        self.nblocks = 0       # KV blocks held, where tracked per request (swap-in, speculative)
 
 
 class SchedulerOutput:
@@ -85,9 +86,19 @@ class Scheduler:
 
     Subclasses implement ``schedule(now)``. Parameters follow vLLM: ``max_num_seqs``,
     ``max_num_batched_tokens`` (token budget of one step), ``enable_chunked_prefill``,
-    ``preemption_mode`` ('recompute'; 'swap' needs a host tier, see issue on offload),
-    ``scheduling_policy`` (fcfs | priority | sjf). ``sliding_window`` caps the context a decode
-    token attends to (cost only; KV is still held in full).
+    ``preemption_mode`` ('recompute', or 'swap' when the KV manager has a host tier
+    ``kv.host``: the victim's KV is copied to host memory, the copy time is charged to the step
+    through ``SchedulerOutput.extra_s``, and the request later resumes from its KV without
+    recompute; when the host tier is full the victim is recomputed instead, counted in
+    ``num_swap_fallbacks``), ``scheduling_policy`` (fcfs | priority | sjf; with ``priority``
+    the victim of a preemption is the running request with the largest (priority, arrival),
+    otherwise the last admitted). ``sliding_window`` caps the context a decode token attends to
+    (cost only; KV is still held in full).
+
+    Prefix caching (``kv.enable_prefix_caching``): a request admitted from the waiting queue
+    starts at its cache hit (``num_computed_tokens`` = hit tokens; the first admission sets
+    ``Request.num_cached_tokens`` and adds to ``prefix_hit_tokens`` / ``prefix_query_tokens``,
+    the hit and prompt tokens of first admissions).
     """
 
     name = "base"
@@ -111,6 +122,10 @@ class Scheduler:
         self.request_timeout_s = request_timeout_s
         self.itl = itl or NullItl()
         self.waiting = make_queue(scheduling_policy, length_key)
+        self.swapped = make_queue(scheduling_policy, length_key)   # KV in the host tier
+        self._swap_last_token: dict = {}  # swapped request -> time of its last token (or None)
+        self._by_priority = scheduling_policy == "priority"
+        self._pending_extra_s = 0.0      # swap time the next non-empty step pays
         self.running: dict = {}          # Request -> SeqState, admission order
         self.prefilling: dict = {}       # subset of running still in prefill, admission order
         self.finished: list = []         # finished/rejected since last drain
@@ -130,6 +145,12 @@ class Scheduler:
         self.num_preemptions = 0
         self.tokens_out = 0
         self.num_finished = 0
+        self.num_swapped_out = 0
+        self.num_swapped_in = 0
+        self.num_swap_fallbacks = 0
+        self.swap_s = 0.0
+        self.prefix_hit_tokens = 0
+        self.prefix_query_tokens = 0
 
     # ------------------------------------------------------------------ admission ------
     def admission_problem(self, req) -> str | None:
@@ -167,7 +188,7 @@ class Scheduler:
         self.finished.append(req)
 
     def has_work(self) -> bool:
-        return bool(self.running) or bool(self.waiting)
+        return bool(self.running) or bool(self.waiting) or bool(self.swapped)
 
     @property
     def num_running(self) -> int:
@@ -175,7 +196,8 @@ class Scheduler:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """Requests queued: waiting to start (or to be recomputed) and swapped out."""
+        return len(self.waiting) + len(self.swapped)
 
     def _pop_waiting_ready(self, now):
         """Next waiting request (peek) after dropping timed-out ones, or None."""
@@ -196,14 +218,18 @@ class Scheduler:
         self._hseq += 1
         heapq.heappush(heap, (key, self._hseq, st))
 
-    def _join_decode(self, st, now):
-        """Move a request whose prefill just completed (and sampled) into the decode group."""
+    def _join_decode(self, st, now, last_token_s=None):
+        """Move a request whose prefill just completed (and sampled) into the decode group
+        (``last_token_s``: time of its last token when it is not ``now``, for a request swapped
+        back in)."""
         req = st.req
         del self.prefilling[req]
         st.phase = DECODE
         st.d0 = D = self.D
         st.c0 = c0 = req.num_computed_tokens
         st.g0 = req.num_output_tokens
+        if last_token_s is not None:
+            now = last_token_s
         st.last_token_s = now
         self.nd += 1
         w = self.window
@@ -268,9 +294,7 @@ class Scheduler:
         npre = 0
         kv = self.kv
         while need > kv.num_free_blocks and self.running:
-            victim = next(reversed(self.running))
-            st = self.running[victim]
-            self._preempt(st, now)
+            self._preempt(self._victim(), now)
             npre += 1
             need = self._phase_count[p]
         kv.allocate_blocks(need)
@@ -306,9 +330,20 @@ class Scheduler:
         self.kv.free(req, req.num_computed_tokens + held)
         st.scheduled = 0
 
+    def _victim(self):
+        """SeqState to preempt: the last admitted, or with the priority policy the running
+        request with the largest (priority, arrival) (the last admitted among ties)."""
+        if self._by_priority:
+            return max(reversed(self.running.values()),
+                       key=lambda s: (s.req.priority, s.req.arrival_s))
+        return self.running[next(reversed(self.running))]
+
     def _preempt(self, st, now):
-        """Preempt by recompute: drop the KV, back to the head of the waiting queue; the next
-        prefill recomputes prompt + generated tokens."""
+        """Preempt by swap (``preemption_mode`` 'swap' and room in the host tier) or by
+        recompute: drop the KV, back to the head of the waiting queue; the next prefill
+        recomputes prompt + generated tokens."""
+        if self.preemption_mode == "swap" and self._swap_out(st):
+            return
         req = st.req
         self._remove_running(st)
         req.num_computed_tokens = 0
@@ -317,6 +352,97 @@ class Scheduler:
             req.sched = st.last_token_s  # time of its last token, for the ITL gap on resume
         self.num_preemptions += 1
         self.waiting.push_front(req)
+
+    # ------------------------------------------------------------------ swap -------------
+    def _swap_out(self, st) -> bool:
+        """Copy the victim's computed KV to the host tier and free its GPU blocks; False (and
+        nothing changed) when there is no host tier, nothing to copy, or no room."""
+        host = self.kv.host
+        if host is None or (st.phase != DECODE and not self.enable_chunked_prefill):
+            return False
+        nblocks = self.kv.blocks_for(self._held_tokens(st))
+        if nblocks == 0:
+            return False
+        if not host.can_swap_out(nblocks):
+            self.num_swap_fallbacks += 1
+            return False
+        req = st.req
+        self._remove_running(st)
+        t = host.swap_out(req, nblocks)
+        self._pending_extra_s += t
+        self.swap_s += t
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self.num_swapped_out += 1
+        self._swap_last_token[req] = st.last_token_s
+        self.swapped.push_front(req)
+        return True
+
+    def _swap_in(self, now, use_watermark=True) -> int:
+        """Bring swapped requests back (queue order) while they fit in ``max_num_seqs`` and the
+        free blocks; a decoder rejoins the decode group at once (its slot for this step
+        included), a request swapped mid-prefill continues with its next chunk. Returns the
+        number swapped in."""
+        kv = self.kv
+        sw = self.swapped
+        n = 0
+        while sw and len(self.running) < self.max_num_seqs:
+            req = sw.peek()
+            held = req.num_computed_tokens
+            decoding = req.num_output_tokens > 0 and held >= req.num_tokens - 1
+            after = held + (self._decode_slot_tokens() if decoding and kv.decode_grows else 0)
+            if not kv.can_allocate(req, 0, after, use_watermark):
+                break
+            sw.pop()
+            kv.allocate_slots(req, 0, after)
+            t = kv.host.swap_in(req)
+            self._pending_extra_s += t
+            self.swap_s += t
+            self.num_swapped_in += 1
+            last = self._swap_last_token.pop(req)
+            if last is None and req.sched is not None:   # swapped while recomputing
+                last = req.sched
+                req.sched = None
+            st = SeqState(req)
+            self.running[req] = st
+            self.prefilling[req] = st
+            if decoding:
+                st.nblocks = kv.blocks_for(after)
+                self._join_decode(st, now, last_token_s=last)
+                if kv.decode_grows:
+                    self._decode_reserved = 1
+            elif last is not None:
+                req.sched = last
+            n += 1
+        return n
+
+    def _decode_slot_tokens(self) -> int:
+        """KV slots a decoder fills in one step (1; k + 1 under speculative decoding)."""
+        return 1
+
+    # ------------------------------------------------------------------ prefix hits ------
+    def _lookup_prefix(self, req) -> int:
+        """Prefix-cache hit tokens for a waiting request (0 without prefix caching)."""
+        if req.num_computed_tokens or not self.kv.enable_prefix_caching:
+            return 0
+        return self.kv.get_computed_blocks(req)
+
+    def _admit_waiting(self, req, hit, n, now) -> SeqState:
+        """Pop ``req`` (the head of the waiting queue), start it at its prefix hit of ``hit``
+        tokens and allocate a first chunk of ``n`` tokens (the caller checked
+        ``kv.can_allocate(req, hit, hit + n)``)."""
+        self.waiting.pop()
+        if req.first_scheduled_s is None and self.kv.enable_prefix_caching:
+            req.num_cached_tokens = hit
+            self.prefix_hit_tokens += hit
+            self.prefix_query_tokens += req.num_prompt_tokens
+        st = self._admit(req, now)
+        held = req.num_computed_tokens      # 0: waiting requests hold no KV
+        if hit:
+            held = req.num_computed_tokens = hit
+        self.kv.allocate_slots(req, held, held + n)
+        st.scheduled = n
+        return st
 
     def _finish(self, req, now):
         req.status = FINISHED
@@ -365,7 +491,20 @@ class Scheduler:
                                   sampled + num_decodes)
         else:
             agg = BatchAggregates(ps, pt, pnc, pn2, pc, 0, 0, sampled)
-        return SchedulerOutput(prefills, num_decodes, agg, npre)
+        return self._output(prefills, num_decodes, agg, npre)
+
+    def _output(self, prefills, num_decodes, agg, npre) -> SchedulerOutput:
+        """The SchedulerOutput, charged with the pending host-transfer time (swap, prefix
+        loads) unless it is empty (then the time waits for the next step)."""
+        out = SchedulerOutput(prefills, num_decodes, agg, npre)
+        if prefills or num_decodes:
+            kv = self.kv
+            extra = self._pending_extra_s + kv.pending_transfer_s
+            if extra:
+                out.extra_s = extra
+                self._pending_extra_s = 0.0
+                kv.pending_transfer_s = 0.0
+        return out
 
     # ------------------------------------------------------------------ update ---------
     def update_from_output(self, out: SchedulerOutput, now: float) -> None:
@@ -418,7 +557,7 @@ class Scheduler:
         heap = self._finish_heap
         while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
             heapq.heappop(heap)
-        if not heap or self.n_capped:
+        if not heap or self.n_capped or self.swapped:
             return 1
         k = heap[0][0] - self.D
         if self.window is not None:
@@ -497,7 +636,148 @@ class Scheduler:
                 req.num_output_tokens = st.g0 + k
             out.append(req)
         out.extend(self.waiting)
+        out.extend(self.swapped)
         return out
 
     def schedule(self, now: float) -> SchedulerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- cluster hooks (issue 7) ---------------------------------------------------------
+    # Used by the engine's cluster layer (llmsim/engine/cluster.py) for disaggregated
+    # prefill/decode hand-offs, KV migration and lost replicas. The engine calls them only at
+    # step boundaries (after ``update_from_output`` and before the next ``schedule``), except
+    # ``add_recovered``, ``take_waiting``, ``take_swapped`` and ``evict_all``, which are valid
+    # at any time (they touch only queues, or abandon the step in flight).
+
+    def detach_running(self, req):
+        """Take a running *decoder* out of this scheduler keeping its KV blocks allocated (a
+        disaggregated hand-off right after its prefill, or a KV migration). Its counters are
+        materialised on ``req``. Returns ``(num_kv_tokens_held, last_token_s)``; the caller
+        frees the blocks later with :meth:`release_kv`."""
+        st = self.running[req]
+        if st.phase != DECODE:
+            raise ValueError(f"{req!r} is still in prefill; only decoders can be detached")
+        self._leave_decode(st)
+        del self.running[req]
+        st.active = False
+        st.scheduled = 0
+        return req.num_computed_tokens, st.last_token_s
+
+    def release_kv(self, req, num_kv_tokens: int) -> None:
+        """Free the KV blocks of a request detached with :meth:`detach_running` (or reserved
+        with :meth:`reserve_prefilled` whose transfer was abandoned)."""
+        self.kv.free(req, num_kv_tokens)
+
+    def reserve_prefilled(self, req, num_kv_tokens: int, num_pending: int = 0) -> bool:
+        """Reserve room for a request whose context (``num_kv_tokens`` KV tokens) was computed
+        elsewhere and is about to be copied here: a sequence slot (``num_pending`` counts slots
+        already promised to other incoming requests) and the KV blocks (admission watermark
+        applies). False leaves the state unchanged: the sender keeps the KV and retries later
+        (backpressure)."""
+        if len(self.running) + num_pending >= self.max_num_seqs:
+            return False
+        if not self.kv.can_allocate(req, 0, num_kv_tokens, True):
+            return False
+        return self.kv.allocate_slots(req, 0, num_kv_tokens)
+
+    def join_prefilled(self, req, last_token_s: float) -> None:
+        """The context reserved with :meth:`reserve_prefilled` has arrived: ``req`` joins the
+        decode group at once (no prefill here). Its next token's inter-token gap counts from
+        ``last_token_s`` (the token sampled on the sending replica), so the transfer delays
+        the next token, not the first."""
+        st = SeqState(req)
+        self.running[req] = st
+        self.prefilling[req] = st
+        self._join_decode(st, last_token_s)
+
+    def drop_running(self, req):
+        """Remove a running request and free its KV; its context will be recomputed elsewhere
+        (``num_computed_tokens`` becomes 0). Returns the time of its last token (None when it
+        has produced none)."""
+        st = self.running[req]
+        was_decoding = st.phase == DECODE
+        self._remove_running(st)
+        last = st.last_token_s if was_decoding else req.sched
+        req.num_computed_tokens = 0
+        req.sched = None
+        return last
+
+    def take_waiting(self) -> list:
+        """Remove and return every request of the waiting queue (queue order) with the time of
+        its last token: ``[(req, last_token_s or None)]``. They hold no KV here."""
+        out = []
+        w = self.waiting
+        while w:
+            req = w.pop()
+            out.append((req, req.sched))
+            req.sched = None
+        return out
+
+    def add_recovered(self, req, last_token_s, front: bool) -> None:
+        """Queue a request whose KV was lost elsewhere (its context, prompt + tokens generated
+        so far, is recomputed here): at the head of the waiting queue when ``front`` (like a
+        preempted request), else at the tail. ``last_token_s`` (None if it has produced no
+        token) makes the inter-token gap of its next token count from its last one."""
+        req.num_computed_tokens = 0
+        req.sched = last_token_s if req.num_output_tokens else None
+        if front:
+            self.waiting.push_front(req)
+        else:
+            self.waiting.push(req)
+
+    def just_prefilled(self, out) -> list:
+        """Requests of the step ``out`` (already applied) whose prefill completed and that
+        joined the decode group (their first token of this prefill was sampled)."""
+        return [st.req for st, _n in out.prefills if st.active and st.phase == DECODE]
+
+    def running_requests(self) -> list:
+        """``[(req, is_decoding)]`` of the running set, admission order (requests that already
+        ended but keep a static batch slot are left out)."""
+        return [(req, st.phase == DECODE) for req, st in self.running.items()
+                if req.status is None]
+
+    def take_swapped(self) -> list:
+        """Remove every swapped-out request, dropping its host copy (its context will be
+        recomputed elsewhere): ``[(req, last_token_s or None)]``."""
+        out = []
+        host = self.kv.host
+        sw = self.swapped
+        while sw:
+            req = sw.pop()
+            if host is not None and req in host.swapped:
+                host.swap_in(req)           # releases the host blocks
+            last = self._swap_last_token.pop(req, None)
+            if last is None:
+                last = req.sched
+            req.num_computed_tokens = 0
+            req.sched = None
+            out.append((req, last))
+        return out
+
+    def evict_all(self) -> list:
+        """The replica is lost: remove every running, swapped and waiting request and free all
+        their KV (a step in flight is abandoned). Returns ``[(req, last_token_s or None)]``:
+        running requests in admission order, then swapped, then waiting ones; counters are
+        materialised and ``num_computed_tokens`` is 0. Requests that already ended (a static
+        batch keeps finished requests in their slot) are not returned."""
+        out = []
+        for req, st in list(self.running.items()):
+            if req.status is not None:      # ended: keep its recorded counters untouched
+                del self.running[req]
+                self.prefilling.pop(req, None)
+                st.active = False
+                self.kv.free(req, max(1, req.num_computed_tokens))
+                continue
+            out.append((req, self.drop_running(req)))
+        self.nd = self.n_capped = self.K = 0
+        self._finish_heap.clear()
+        self._window_heap.clear()
+        self._phase_count = [0] * self.block_size
+        self._joined.clear()
+        out.extend(self.take_swapped())
+        out.extend(self.take_waiting())
+        self._decode_reserved = 0
+        self._pending_extra_s = 0.0
+        if hasattr(self, "_live"):          # static batching: the batch is gone
+            self._live = 0
+        return out

@@ -7,12 +7,20 @@
 - ``orca``    iteration-level batching: at every step boundary whole prompts join next to the
   running decodes (one mixed step), within ``max_num_batched_tokens`` and ``max_num_seqs``;
   meant for contiguous KV reservation.
-- ``vllm``    vLLM (v0) default: if waiting prompts fit (token budget, ``max_num_seqs``, free
-  blocks above the watermark) the step is prefill-only; otherwise a decode step for every running
-  request, preempting from the tail by recompute when blocks run out. With
-  ``enable_chunked_prefill`` it schedules exactly like ``sarathi``.
-- ``sarathi`` Sarathi-Serve stall-free batching: running decodes first (one token each), then
-  chunks of partially prefilled prompts, then new prompts, filling the token budget.
+- ``vllm``    vLLM v0 default: if waiting prompts fit (token budget, ``max_num_seqs``, free
+  blocks above the watermark) and nothing is swapped out, the step is prefill-only; otherwise a
+  decode step for every running request (preempting when blocks run out), then swapped requests
+  come back if nothing was preempted. With ``enable_chunked_prefill`` it schedules with the
+  unified token budget below (vLLM v0's chunked-prefill scheduler).
+- ``vllm_v1`` vLLM v1's unified token-budget scheduler (:class:`TokenBudgetScheduler`):
+  chunked prefill on by default; with it off, whole prompts join next to the decodes (no
+  prefill-only steps).
+- ``sarathi`` Sarathi-Serve stall-free batching: the same token-budget step, chunked by
+  definition, with a small default budget (2,048 tokens) so that decodes are never stalled
+  behind a long prompt.
+
+Every policy that admits from the waiting queue uses prefix-cache hits when the KV manager has
+prefix caching (:meth:`~llmsim.scheduling.base.Scheduler._admit_waiting`).
 """
 from __future__ import annotations
 
@@ -28,34 +36,39 @@ class StaticScheduler(Scheduler):
 
     def schedule(self, now):
         if self.running:
+            npre = self._reserve_decode_blocks(now)
+            if npre:   # pragma: no cover - admission reserved the batch's whole growth
+                raise AssertionError("static batch ran out of KV blocks")
             return self._make_output([], self.nd, 0)
         prefills = []
         budget = self.max_num_batched_tokens
         used = 0
+        kv = self.kv
+        grows = kv.decode_grows
+        longest = 0          # paged: every member grows to prompt + the batch's longest output
         while len(prefills) < self.max_num_seqs:
             req = self._pop_waiting_ready(now)
             if req is None:
                 break
-            n = req.num_tokens - req.num_computed_tokens
+            hit = self._lookup_prefix(req)
+            n = req.num_tokens - req.num_computed_tokens - hit
             if prefills and used + n > budget:
                 break
-            st = self._admit_if_fits(req, n, now, use_watermark=False)
-            if st is None:
+            if grows:
+                longest2 = max(longest, req.max_tokens)
+                need = sum(kv.blocks_for(st.req.num_prompt_tokens + longest2)
+                           - kv.blocks_for(st.req.num_prompt_tokens) for st, _ in prefills)
+                need += kv.blocks_for(req.num_prompt_tokens + longest2)   # hits: upper bound
+                if need > kv.num_free_blocks:
+                    break
+            elif not kv.can_allocate(req, hit, hit + n, False):
                 break
-            prefills.append((st, n))
+            prefills.append((self._admit_waiting(req, hit, n, now), n))
             used += n
+            if grows:
+                longest = longest2
         self._live = len(prefills)
         return self._make_output(prefills, 0, 0)
-
-    def _admit_if_fits(self, req, n, now, use_watermark):
-        held = req.num_computed_tokens
-        if not self.kv.can_allocate(req, held, held + n, use_watermark):
-            return None
-        self.waiting.pop()
-        st = self._admit(req, now)
-        self.kv.allocate_slots(req, held, held + n)
-        st.scheduled = n
-        return st
 
     def _on_decode_finished(self, st, now):
         req = st.req
@@ -75,10 +88,12 @@ class StaticScheduler(Scheduler):
                 self._end_batch()
 
     def _end_batch(self):
-        """The whole batch is done: release every slot (finished requests held theirs)."""
+        """The whole batch is done: release every slot (finished requests held theirs and,
+        with paged KV, kept growing as padding until now)."""
         for req, st in self.running.items():
             st.active = False
-            self.kv.free(req, req.num_computed_tokens)
+            held = st.c0 + (self.D - st.d0) if st.phase == DECODE else req.num_computed_tokens
+            self.kv.free(req, held)
         self.running.clear()
         self.prefilling.clear()
         self.nd = self.n_capped = self.K = 0
@@ -98,18 +113,14 @@ class _PromptAdmission(Scheduler):
             req = self._pop_waiting_ready(now)
             if req is None:
                 break
-            n = req.num_tokens - req.num_computed_tokens
+            hit = self._lookup_prefix(req)
+            n = req.num_tokens - req.num_computed_tokens - hit
             # a prompt over the budget (a recomputed long request) may run alone
             if used + n > budget and (prefills or self.running):
                 break
-            held = req.num_computed_tokens
-            if not self.kv.can_allocate(req, held, held + n, use_wm):
+            if not self.kv.can_allocate(req, hit, hit + n, use_wm):
                 break
-            self.waiting.pop()
-            st = self._admit(req, now)
-            self.kv.allocate_slots(req, held, held + n)
-            st.scheduled = n
-            prefills.append((st, n))
+            prefills.append((self._admit_waiting(req, hit, n, now), n))
             used += n
             nseq += 1
             use_wm = True
@@ -121,23 +132,42 @@ class OrcaScheduler(_PromptAdmission):
 
     def schedule(self, now):
         npre = self._reserve_decode_blocks(now)
+        if not npre and self.swapped:
+            self._swap_in(now)
         nd = self.nd
         prefills = []
         if not npre:
-            self._admit_whole_prompts(now, self.max_num_batched_tokens - nd,
+            self._admit_whole_prompts(now, self.max_num_batched_tokens
+                                      - nd * self._decode_slot_tokens(),
                                       len(self.running), prefills)
         return self._make_output(prefills, nd, npre)
 
 
-class SarathiScheduler(Scheduler):
-    name = "sarathi"
+class TokenBudgetScheduler(Scheduler):
+    """The unified token-budget step (DESIGN §6; vLLM v1, Sarathi-Serve).
+
+    Budget = ``max_num_batched_tokens``. (1) Every decoder gets its token (the decode group is
+    implicit, so it goes first, as a block; blocks it lacks are taken by preempting the victim
+    of :meth:`~llmsim.scheduling.base.Scheduler._victim`). (2) If nothing was preempted,
+    swapped-out requests come back. (3) Running requests still in prefill get
+    ``min(remaining, budget, long_prefill_token_threshold)`` tokens in admission order,
+    preempting victims when blocks run out (or themselves). (4) If nothing was preempted, the
+    waiting queue in policy order: each starts at its prefix-cache hit and gets a chunk (with
+    chunking off: its whole prompt if it fits the remaining budget, else admission stops); stop
+    at the first that does not fit in the free blocks (above the watermark) or at
+    ``max_num_seqs``. Under speculative decoding a decoder takes ``k + 1`` budget tokens.
+    """
+
+    name = "token_budget"
 
     def __init__(self, kv, long_prefill_token_threshold=0, **kw):
-        kw.setdefault("enable_chunked_prefill", True)
         super().__init__(kv, **kw)
         self.long_prefill_token_threshold = long_prefill_token_threshold
 
-    def _chunk(self, remaining, budget):
+    def _chunk(self, remaining, budget, alone=False):
+        """Tokens a prefill with ``remaining`` tokens gets from ``budget`` (0: none)."""
+        if not self.enable_chunked_prefill:
+            return remaining if remaining <= budget or alone else 0
         n = remaining if remaining < budget else budget
         t = self.long_prefill_token_threshold
         if t and n > t:
@@ -146,18 +176,19 @@ class SarathiScheduler(Scheduler):
 
     def schedule(self, now):
         npre = self._reserve_decode_blocks(now)
-        budget = self.max_num_batched_tokens - self.nd
+        if not npre and self.swapped:
+            self._swap_in(now)
+        budget = self.max_num_batched_tokens - self.nd * self._decode_slot_tokens()
         prefills = []
-        # 1. chunks of running, partially prefilled requests
+        # running requests still in prefill (chunked prefill, or swapped back in mid-prefill)
         for req, st in list(self.prefilling.items()):
             if budget <= 0:
                 break
             if not st.active:
                 continue
-            n = self._chunk(req.num_tokens - req.num_computed_tokens, budget)
+            n = self._chunk(req.num_tokens - req.num_computed_tokens, budget, True)
             while not self._try_prefill_chunk(st, n, False):
-                victim = next(reversed(self.running))
-                vst = self.running[victim]
+                vst = self._victim()
                 self._preempt(vst, now)
                 npre += 1
                 if vst is st:
@@ -165,51 +196,59 @@ class SarathiScheduler(Scheduler):
             if st.active:
                 prefills.append((st, n))
                 budget -= n
-        prefills = [(s, n) for s, n in prefills if s.active]
-        # 2. new requests, only if nothing was preempted this step
-        if not npre:
+        if npre:
+            prefills = [(s, n) for s, n in prefills if s.active]
+        else:
+            # new requests, only if nothing was preempted this step
             nseq = len(self.running)
             use_wm = bool(self.running)
             while budget > 0 and nseq < self.max_num_seqs:
                 req = self._pop_waiting_ready(now)
                 if req is None:
                     break
-                n = self._chunk(req.num_tokens - req.num_computed_tokens, budget)
-                held = req.num_computed_tokens
-                if not self.kv.can_allocate(req, held, held + n, use_wm):
+                hit = self._lookup_prefix(req)
+                n = self._chunk(req.num_tokens - hit, budget, not self.running)
+                if n <= 0 or not self.kv.can_allocate(req, hit, hit + n, use_wm):
                     break
-                self.waiting.pop()
-                st = self._admit(req, now)
-                self.kv.allocate_slots(req, held, held + n)
-                st.scheduled = n
-                prefills.append((st, n))
+                prefills.append((self._admit_waiting(req, hit, n, now), n))
                 budget -= n
                 nseq += 1
                 use_wm = True
         return self._make_output(prefills, self.nd, npre)
 
 
-class VllmScheduler(_PromptAdmission):
-    name = "vllm"
+class SarathiScheduler(TokenBudgetScheduler):
+    name = "sarathi"
 
     def __init__(self, kv, long_prefill_token_threshold=0, **kw):
-        super().__init__(kv, **kw)
-        if self.enable_chunked_prefill:
-            self._chunked = SarathiScheduler.schedule.__get__(self)
-            self._chunk = SarathiScheduler._chunk.__get__(self)
-            self.long_prefill_token_threshold = long_prefill_token_threshold
+        kw["enable_chunked_prefill"] = True
+        super().__init__(kv, long_prefill_token_threshold, **kw)
+
+
+class VllmV1Scheduler(TokenBudgetScheduler):
+    name = "vllm_v1"
+
+    def __init__(self, kv, long_prefill_token_threshold=0, **kw):
+        kw.setdefault("enable_chunked_prefill", True)
+        super().__init__(kv, long_prefill_token_threshold, **kw)
+
+
+class VllmScheduler(_PromptAdmission, TokenBudgetScheduler):
+    name = "vllm"
 
     def schedule(self, now):
         if self.enable_chunked_prefill:
-            return self._chunked(now)
-        if self.waiting:
+            return TokenBudgetScheduler.schedule(self, now)
+        if self.waiting and not self.swapped:
             prefills = self._admit_whole_prompts(now, self.max_num_batched_tokens,
                                                  len(self.running), [])
             if prefills:
                 return self._make_output(prefills, 0, 0)
         npre = self._reserve_decode_blocks(now)
+        if not npre and self.swapped:
+            self._swap_in(now)
         return self._make_output([], self.nd, npre)
 
 
 SCHEDULERS = {"static": StaticScheduler, "orca": OrcaScheduler, "vllm": VllmScheduler,
-              "sarathi": SarathiScheduler}
+              "vllm_v1": VllmV1Scheduler, "sarathi": SarathiScheduler}
