@@ -486,15 +486,12 @@ def run_violations(sim, run) -> list[str]:
     out += check_pools(run.pools, simulated_s=simulated_s, drained=drained, faults=faults)
     out += check_timeline(run.timeline)
     out += check_itl(run.itl_gaps_s, run.itl_weights)
-    # KNOWN BUG (reported): the static policy keeps finished requests in their batch slot and
-    # counts their padding steps as output tokens and ITL gaps; token conservation is checked
-    # for the other policies until that is fixed (tests/test_reliability_known_bugs.py).
     # With speculative decoding the tokens accepted in one step arrive together: the ITL
     # sample's weights then count steps, not tokens, and only the token totals are compared.
     policies = {p.get("policy") for p in run.pools}
     speculative = any(getattr(getattr(p, "scheduler", None), "speculative", None) is not None
                       for p in getattr(getattr(scn, "cluster", None), "pools", ()))
-    if "static" not in policies and df["request_id"].is_unique:
+    if df["request_id"].is_unique:
         tokens = sum(getattr(s, "tokens_out", 0) for _, s, _ in engine_schedulers(sim))
         out += check_token_conservation(
             df, tokens_out=tokens, itl_weights=None if speculative else run.itl_weights)

@@ -15,8 +15,6 @@ Bounded: at most ~40 requests per example, 25 examples per property (a fixed, de
 set); the file takes well under a minute. ``LLMSIM_PROPERTY_EXAMPLES=500 pytest
 tests/test_property_simulation.py`` runs a longer random fuzzing campaign.
 
-Known engine bug excluded here (see tests/test_reliability_known_bugs.py): the static policy
-with a run that stops before draining (duration_s or drain: false) lists finished requests twice.
 """
 from __future__ import annotations
 
@@ -113,8 +111,6 @@ def scenarios(draw, *, random_arrivals: bool = False):
                 "prompt_tokens": _length(draw, 1, draw(st.sampled_from([200, 2000, 12000]))),
                 "output_tokens": _length(draw, 1, draw(st.sampled_from([8, 100, 500])))}
     stop = draw(st.sampled_from(["drain", "duration", "no_drain"]))
-    if policy == "static":
-        stop = "drain"   # known bug: see module docstring
     sim = {"check_invariants": True, "macro_steps": draw(st.booleans()),
            "timeline_interval_s": draw(st.sampled_from([0.05, 1.0]))}
     if stop == "duration":

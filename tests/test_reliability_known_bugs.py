@@ -41,9 +41,6 @@ def test_static_run_cut_by_duration_lists_each_request_once():
     assert res.requests.request_id.is_unique
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmsim/scheduling/policies.py StaticScheduler: padding steps of finished requests are "
-    "counted in tokens_out (timeline) and as ITL gaps (Scheduler._advance_decodes)"))
 def test_static_padding_produces_no_tokens_and_no_itl_gaps():
     """Input: policy static, drained. The finished requests that keep their slot until the
     batch ends still add one token per step to ``Scheduler.tokens_out`` (so the timeline's

@@ -139,6 +139,7 @@ class Scheduler:
         self._window_heap: list = []
         self._hseq = 0
         self._joined: dict = {}          # last_token_s -> count, decoders not yet decoded
+        self._padding = 0                # finished decoders still costed in the batch (static)
         self._last_decode_end_s = 0.0
         self._decode_reserved = 0        # 1 while decoders hold the slot of the step scheduled
         # counters
@@ -524,7 +525,8 @@ class Scheduler:
     def _advance_decodes(self, now):
         itl = self.itl
         joined = self._joined
-        cont = self.nd
+        live = self.nd - self._padding
+        cont = live
         if joined:
             for t, cnt in joined.items():
                 itl.add(now - t, cnt)
@@ -533,7 +535,7 @@ class Scheduler:
         if cont:
             itl.add(now - self._last_decode_end_s, cont)
         self._last_decode_end_s = now
-        self.tokens_out += self.nd
+        self.tokens_out += live
         self.D = D = self.D + 1
         heap = self._finish_heap
         while heap and heap[0][0] <= D:
@@ -585,7 +587,7 @@ class Scheduler:
             kv.num_free_blocks -= pc[self.D % bs]
         if m == 1:
             return
-        nd = self.nd
+        nd = self.nd - self._padding
         add = self.itl.add
         last = ends[1]
         D = self.D

@@ -77,6 +77,7 @@ class StaticScheduler(Scheduler):
         req.num_output_tokens = st.g0 + k
         self._finish(req, now)
         self._live -= 1
+        self._padding += 1     # keeps its slot (costed) but delivers no more tokens
         if self._live == 0:
             self._end_batch()
 
@@ -96,7 +97,7 @@ class StaticScheduler(Scheduler):
             self.kv.free(req, held)
         self.running.clear()
         self.prefilling.clear()
-        self.nd = self.n_capped = self.K = 0
+        self.nd = self.n_capped = self.K = self._padding = 0
         self._finish_heap.clear()
         self._phase_count = [0] * self.block_size
         self._window_heap.clear()
