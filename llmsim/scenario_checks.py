@@ -123,6 +123,7 @@ def check_scenario(sc, rep: Reporter) -> None:
     for i, pool in enumerate(pools):
         _check_pool(pool, i, model, rep)
     _check_network(sc, rep)
+    _check_topology(sc, rep)
     _check_faults(sc, rep)
     _check_workload(sc.workload, sc.simulation.duration_s, sc.seed, rep)
 
@@ -150,6 +151,13 @@ def _check_roles(pools, rep: Reporter) -> None:
                 POOLS + (_first(pools, "decode"), "role"), "decode")
 
 
+    for i, p in enumerate(pools):
+        if p.role != "mixed" and p.scheduler.policy == "static":
+            rep.add(f"a '{p.role}' pool hands requests over between steps, which request-level "
+                    "batching cannot do (nothing joins or leaves a static batch); use policy "
+                    "'orca', 'vllm' or 'sarathi'", POOLS + (i, "scheduler", "policy"), "static")
+
+
 def _first(pools, role: str) -> int:
     return next(i for i, p in enumerate(pools) if p.role == role)
 
@@ -164,7 +172,10 @@ def _check_pool(pool, i: int, model, rep: Reporter) -> None:
     spec = pool.scheduler.speculative
     if spec is not None and spec.draft_model:
         load_model_ref(spec.draft_model, rep, base + ("scheduler", "speculative", "draft_model"))
-    if ok and model is not None and hw is not None:
+    if pool.stages:
+        if ok and model is not None:
+            _check_stages(pool, base, model, rep)
+    elif ok and model is not None and hw is not None:
         from llmsim.cost.memory import memory_plan
         mem = pool.effective_memory()
         try:
@@ -239,7 +250,9 @@ def _check_policy(pool, base: tuple, rep: Reporter) -> None:
 
 def _check_network(sc, rep: Reporter) -> None:
     names = [p.name for p in sc.cluster.pools]
-    regions = sorted({p.region for p in sc.cluster.pools})
+    regions = sorted({p.region for p in sc.cluster.pools}
+                     | {st.region for p in sc.cluster.pools for st in (p.stages or [])
+                        if st.region})
     endpoints = names + [r for r in regions if r not in names]
     seen: dict[frozenset, int] = {}
     for j, link in enumerate(sc.cluster.network.links):
@@ -264,24 +277,122 @@ def _hint(word: str, choices) -> str:
 
 
 def _check_faults(sc, rep: Reporter) -> None:
-    spot = sc.cluster.faults.spot
-    if spot is None:
-        return
+    """Spot and churn sections: pool names, trace files (exist, parse: rows and pools)."""
     names = [p.name for p in sc.cluster.pools]
-    base = ("cluster", "faults", "spot")
-    for j, name in enumerate(spot.pools or []):
-        if name not in names:
-            rep.add(f"unknown pool; pools are: {', '.join(names)}" + _hint(name, names),
-                    base + ("pools", j), name)
-    if spot.trace is not None:
-        from llmsim.scenario_schema import resolve_path_ref
-        p = Path(resolve_path_ref(spot.trace, rep.base_dir))
-        if not p.is_absolute():
-            p = rep.base_dir / p
-        if not p.is_file():
-            rep.add(f"spot trace file not found: {p}", base + ("trace",), spot.trace)
-        elif p.stat().st_size == 0:
-            rep.add(f"spot trace file is empty: {p}", base + ("trace",), spot.trace)
+    faults = sc.cluster.faults
+    for what, cfg in (("spot", faults.spot), ("churn", faults.churn)):
+        if cfg is None:
+            continue
+        base = ("cluster", "faults", what)
+        for j, name in enumerate(cfg.pools or []):
+            if name not in names:
+                rep.add(f"unknown pool; pools are: {', '.join(names)}" + _hint(name, names),
+                        base + ("pools", j), name)
+        if cfg.trace is not None:
+            from llmsim.engine.faults import read_fault_trace, resolve_trace_path
+            p = resolve_trace_path(cfg.trace, rep.base_dir)
+            if not p.is_file():
+                rep.add(f"{what} trace file not found: {p}", base + ("trace",), cfg.trace)
+            elif p.stat().st_size == 0:
+                rep.add(f"{what} trace file is empty: {p}", base + ("trace",), cfg.trace)
+            else:
+                try:
+                    read_fault_trace(p, names)
+                except InputError as exc:
+                    rep.problems.extend(exc.problems)
+
+
+def _check_stages(pool, base: tuple, model, rep: Reporter) -> None:
+    """A decentralized pool: stage count, stage hardware, tp per stage, memory of each stage."""
+    stages = pool.stages
+    n = len(stages)
+    if pool.parallel.pp not in (1, n):
+        rep.add(f"with stages, parallel.pp is the number of stages ({n}); leave it out or set "
+                f"it to {n}", base + ("parallel", "pp"), pool.parallel.pp)
+    if n > model.num_layers:
+        rep.add(f"{n} stages but {model.name} has {model.num_layers} layers: every stage needs "
+                "at least one layer", base + ("stages",))
+        return
+    ok = True
+    hws = []
+    for j, st in enumerate(stages):
+        path = base + ("stages", j)
+        if st.hardware is not None:
+            hw = load_hardware_ref(st.hardware, rep, path + ("hardware",))
+            ok = ok and hw is not None
+            hws.append(hw)
+        else:
+            hws.append(pool._hardware_spec)
+            ok = ok and pool._hardware_spec is not None
+        tp = st.tp or pool.parallel.tp
+        heads, kvh = model.num_attention_heads, model.num_kv_heads
+        if heads % tp or (not model.is_mla and kvh % tp and tp % kvh):
+            rep.add(f"tp must divide the model's num_attention_heads ({heads}) and divide or "
+                    f"be a multiple of its num_kv_heads ({kvh})", path + ("tp",), tp)
+            ok = False
+    if not ok:
+        return
+    pool._stage_hardware = hws
+    from llmsim.engine.pipeline import stage_layout, stage_memory_plan
+    mem = pool.effective_memory()
+    try:
+        stage_memory_plan(model, stage_layout(pool, model), pool.quant_config(),
+                          gpu_memory_utilization=mem.gpu_memory_utilization,
+                          block_size=mem.block_size,
+                          max_num_batched_tokens=pool.effective_scheduler().max_num_batched_tokens,
+                          max_num_seqs=pool.scheduler.max_num_seqs, pool_name=pool.name)
+    except InputError as exc:
+        for p in exc.problems:
+            rep.add(p.message, base + ("stages",))
+
+
+def _check_topology(sc, rep: Reporter) -> None:
+    """Every pair of regions that must exchange data has a link: prefill → decode pools,
+    consecutive stages of a decentralized pipeline, and spot migrations between pools."""
+    net = sc.cluster.network
+    if net.cross_region is not None:
+        return
+    pools = sc.cluster.pools
+    linked = {frozenset((lk.src, lk.dst)) for lk in net.links}
+
+    def joined(a, b) -> bool:
+        return (a.region == b.region or frozenset((a.name, b.name)) in linked
+                or frozenset((a.region, b.region)) in linked)
+
+    hint = ("add a link between them to cluster.network.links, or set "
+            "cluster.network.cross_region {bandwidth_gbps, latency_ms} as the default link "
+            "between regions")
+    for i, a in enumerate(pools):
+        if a.role != "prefill":
+            continue
+        for b in pools:
+            if b.role == "decode" and not joined(a, b):
+                rep.add(f"prefill pool '{a.name}' (region '{a.region}') sends KV to decode pool "
+                        f"'{b.name}' (region '{b.region}') but no link joins them: {hint}",
+                        POOLS + (i, "region"), a.region)
+    for i, p in enumerate(pools):
+        if not p.stages or len(p.stages) < 2:
+            continue
+        regions = [st.region or p.region for st in p.stages]
+        for j, ra in enumerate(regions):
+            rb = regions[(j + 1) % len(regions)]
+            if ra != rb and frozenset((ra, rb)) not in linked:
+                rep.add(f"pool '{p.name}': stage {j} (region '{ra}') and stage "
+                        f"{(j + 1) % len(regions)} (region '{rb}') exchange activations but no "
+                        f"link joins the two regions: {hint}", POOLS + (i, "stages", j),
+                        ra)
+    spot = sc.cluster.faults.spot
+    if spot is not None and spot.on_preempt == "migrate":
+        hit = set(spot.pools or [p.name for p in pools])
+        for i, a in enumerate(pools):
+            if a.name not in hit:
+                continue
+            for b in pools:
+                if b is not a and b.role != "prefill" and not joined(a, b):
+                    rep.add(f"spot migrations may move KV from pool '{a.name}' (region "
+                            f"'{a.region}') to pool '{b.name}' (region '{b.region}') but no "
+                            f"link joins them: {hint}", ("cluster", "faults", "spot",
+                                                         "on_preempt"), "migrate")
 
 
 # ----------------------------------------------------------------------------- workload

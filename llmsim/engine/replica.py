@@ -6,24 +6,47 @@ runs pp *virtual engines* (as vLLM does), each with its own scheduler and 1/pp o
 so up to pp micro-batches are in flight: a micro-batch occupies the first stage for
 ``stage_time_s`` and completes after ``step_time_s`` (its latency through all stages). With
 pp == 1 there is exactly one process per replica.
+
+Cluster hooks (issue 7; the policy lives in :mod:`llmsim.engine.cluster`):
+
+- ``role == 'prefill'``: after a step, every request whose prefill completed (first token
+  sampled) is detached with its KV still allocated and handed to the cluster, which moves the
+  KV to a decode replica; the blocks are freed when the move completes.
+- Incoming contexts (disaggregated hand-offs, migrations) wait in ``VirtualEngine.incoming``
+  until the scheduler can reserve a slot and blocks for them (backpressure), then move over the
+  network; once moved they wait in ``ready`` and join the decode group at the next step
+  boundary. Both happen only at step boundaries, and anything that queues work here ends a
+  macro-step at the end of the step in flight (as an arrival does), so macro-steps stay exact.
+- ``kill(now)`` (spot preemption, lost peer): the steps of a macro-step that ended by ``now``
+  are applied, the step in flight is abandoned, the engine processes stop and every request is
+  evicted and returned to the cluster.
 """
 from __future__ import annotations
 
 import bisect
+from collections import deque
 
 import simpy
 
 from llmsim.workload.request import FINISHED
 
+KILL = "replica lost"     # interrupt cause that stops an engine process
+
 
 class VirtualEngine:
-    __slots__ = ("replica", "scheduler", "index", "wake")
+    __slots__ = ("replica", "scheduler", "index", "wake", "incoming", "ready", "inflight",
+                 "holding", "control")
 
     def __init__(self, replica, scheduler, index):
         self.replica = replica
         self.scheduler = scheduler
         self.index = index
         self.wake = None
+        self.incoming = deque()   # hand-offs waiting for a slot and blocks here
+        self.ready = []           # hand-offs whose KV has arrived, to join at the next boundary
+        self.inflight = 0         # hand-offs with blocks reserved here, KV on the wire
+        self.holding = 0          # hand-offs whose KV this engine holds until it has moved
+        self.control = None       # a cluster request to run at the next boundary ('migrate')
 
 
 class Replica:
@@ -33,7 +56,8 @@ class Replica:
     def __init__(self, env, *, pool: str, index: int, schedulers, cost_model, recorder,
                  timeline_interval_s: float, capacity_weight: float = 1.0, on_end=None,
                  check_invariants: bool = False, macro_steps: bool = True,
-                 horizon_s: float = float("inf"), max_run_steps: int = 256):
+                 horizon_s: float = float("inf"), max_run_steps: int = 256,
+                 role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1):
         self.env = env
         self.pool = pool
         self.index = index
@@ -46,8 +70,26 @@ class Replica:
         self.macro_steps = macro_steps
         self.horizon_s = horizon_s
         self.max_run_steps = max_run_steps
+        self.role = role
+        self.handoff = role == "prefill"
+        self.cluster = cluster
+        self.num_stages = num_stages
+        self.alive = True
+        self.accepting = True
+        self.born_s = born_s
+        self.died_s = None
+        self.outbound: dict = {}    # req -> hand-off whose KV is held here until it has moved
+        self.inbound: dict = {}     # req -> hand-off whose KV is moving here
+        # set by the cluster: network ports and region
+        self.region = None
+        self.port_out = None
+        self.port_in = None
+        self.fabric_latency_s = 0.0
         self._run_proc = None
         self._run_ends = None
+        self._run_durs = None
+        self._run_used = None
+        self._run_out = None
         self._run_k = 0
         self.num_arrivals = 0
         self.num_runs = 0
@@ -57,16 +99,19 @@ class Replica:
         self.num_steps = 0
         self.busy_s = 0.0
         self.kv_usage_integral = 0.0
-        self._kv_t = 0.0
-        self._stage_free_s = 0.0
-        self._busy_until_s = 0.0
+        self._kv_t = born_s
+        self._stage_free_s = born_s
+        self._busy_until_s = born_s
         self.timeline_interval_s = timeline_interval_s
-        self._next_sample_s = 0.0
+        k = -(-born_s // timeline_interval_s) if born_s > 0 else 0
+        self._next_sample_s = k * timeline_interval_s
         self.procs = [env.process(self._loop(ve)) for ve in self.engines]
 
     # -------------------------------------------------------------- router view --------
     @property
     def kv_usage(self) -> float:
+        if self._run_proc is not None:
+            return self._run_kv_usage()
         if len(self.engines) == 1:
             return self.engines[0].scheduler.kv.usage
         used = sum(e.scheduler.kv.num_used_blocks for e in self.engines)
@@ -78,14 +123,17 @@ class Replica:
         return sum(e.scheduler.tokens_out for e in self.engines)
 
     # -------------------------------------------------------------- arrivals -----------
+    def _pick_engine(self):
+        if len(self.engines) == 1:
+            return self.engines[0]
+        # vLLM: the virtual engine with the fewest unfinished requests
+        return min(self.engines, key=lambda e: e.scheduler.num_running + e.scheduler.num_waiting)
+
     def submit(self, req) -> None:
         """Called at the request's arrival time."""
         req.pool = self.pool
         req.replica = self.index
-        if len(self.engines) == 1:
-            ve = self.engines[0]
-        else:  # vLLM: the virtual engine with the fewest unfinished requests
-            ve = min(self.engines, key=lambda e: e.scheduler.num_running + e.scheduler.num_waiting)
+        ve = self._pick_engine()
         self._account_kv()
         sched = ve.scheduler
         self.num_arrivals += 1
@@ -96,6 +144,35 @@ class Replica:
                 self.on_end(req)
             return
         self.num_outstanding += 1
+        if self._run_proc is not None:
+            self._interrupt_run(self.env.now)
+        if ve.wake is not None and not ve.wake.triggered:
+            ve.wake.succeed()
+
+    def submit_recovered(self, req, last_token_s, front: bool) -> None:
+        """Queue a request whose KV was lost on another replica (recomputed here)."""
+        req.pool = self.pool
+        req.replica = self.index
+        ve = self._pick_engine()
+        self._account_kv()
+        self.num_arrivals += 1
+        ve.scheduler.add_recovered(req, last_token_s, front)
+        self.num_outstanding += 1
+        self.poke(ve)
+
+    def enqueue_incoming(self, h) -> None:
+        """A context computed elsewhere wants to continue here (hand-off ``h``)."""
+        ve = self._pick_engine()
+        h.dst = self
+        h.dst_ve = ve
+        ve.incoming.append(h)
+        self.num_outstanding += 1
+        self.num_arrivals += 1
+        self.poke(ve)
+
+    def poke(self, ve) -> None:
+        """Work was queued for ``ve``: end a macro-step at the end of the step in flight and
+        wake the engine if it sleeps."""
         if self._run_proc is not None:
             self._interrupt_run(self.env.now)
         if ve.wake is not None and not ve.wake.triggered:
@@ -135,16 +212,58 @@ class Replica:
             rec.sample((self._next_sample_s,) + row)
             self._next_sample_s += interval
 
+    # -------------------------------------------------------------- step boundary ------
+    def _boundary(self, ve) -> None:
+        """Cluster work due at a step boundary: a control request, contexts that arrived
+        (join the decode group), contexts waiting for room (reserve, start their move)."""
+        sched = ve.scheduler
+        if ve.control is not None:
+            what, ve.control = ve.control, None
+            self.cluster.control(self, ve, what)
+        if ve.ready:
+            for h in ve.ready:
+                req = h.req
+                sched.join_prefilled(req, h.last_token_s)
+                req.pool = self.pool
+                req.replica = self.index
+            ve.ready.clear()
+        inc = ve.incoming
+        while inc:
+            h = inc[0]
+            if not sched.reserve_prefilled(h.req, h.tokens, ve.inflight + len(ve.ready)):
+                break
+            inc.popleft()
+            ve.inflight += 1
+            self.cluster.start_move(h)
+
+    def _hand_off(self, ve, out) -> None:
+        """Prefill role: detach the requests whose prefill just completed; the cluster moves
+        their KV to a decode replica."""
+        sched = ve.scheduler
+        for req in sched.just_prefilled(out):
+            tokens, last = sched.detach_running(req)
+            self.cluster.hand_off(self, ve, req, tokens, last, "disagg")
+
     # -------------------------------------------------------------- engine loop --------
     def _loop(self, ve: VirtualEngine):
+        try:
+            yield from self._engine(ve)
+        except simpy.Interrupt as intr:
+            if intr.cause is not KILL:
+                raise
+
+    def _engine(self, ve: VirtualEngine):
         env = self.env
         sched = ve.scheduler
         kv = sched.kv
         cost = self.cost
         pipelined = len(self.engines) > 1
         macro = self.macro_steps and not pipelined and sched.supports_macro
+        handoff = self.handoff
         empty_in_a_row = 0
         while True:
+            if ve.incoming or ve.ready or ve.control is not None:
+                self._boundary(ve)
             if not sched.has_work():
                 self._sample()
                 self._account_kv()
@@ -158,6 +277,16 @@ class Replica:
             if sched.finished:
                 self._collect(sched)
             if out.is_empty:
+                if ve.holding or ve.inflight:
+                    # blocks are held for contexts on the wire: wait until one has moved
+                    empty_in_a_row = 0
+                    self._sample()
+                    self._account_kv()
+                    ve.wake = env.event()
+                    yield ve.wake
+                    ve.wake = None
+                    self._account_kv()
+                    continue
                 empty_in_a_row += 1
                 if empty_in_a_row > 3:
                     raise RuntimeError(f"scheduler of {self.name} stalled with "
@@ -186,9 +315,12 @@ class Replica:
                 self.busy_s += dt
                 self.kv_usage_integral += kv.num_used_blocks / kv.num_blocks * dt
                 self._kv_t = now + dt
+                self._busy_until_s = now + dt
                 self.num_steps += 1
                 yield env.timeout(dt)
             sched.update_from_output(out, env.now)
+            if handoff and out.prefills:
+                self._hand_off(ve, out)
             if self.check_invariants:
                 kv.check()
             if sched.finished:
@@ -218,6 +350,8 @@ class Replica:
             pc = sched._phase_count
             bs = sched.block_size
             D = sched.D
+            nb = kv.num_blocks
+            used = [nb - free]       # blocks in use once step i+1 is scheduled (router view)
         t = now + dt
         ends = [now, t]
         durs = [dt]
@@ -229,6 +363,7 @@ class Replica:
                 free -= pc[(D + i) % bs]
                 if free < 0:
                     break
+                used.append(nb - free)
             c += nd
             d = step((0, 0, 0, 0, 0, nd, c, nd))
             t += d
@@ -239,23 +374,35 @@ class Replica:
         if k > 1 and ends[k] >= self.horizon_s:
             k -= 1      # a step ending past the horizon is never applied: stop before it
         self._run_ends = ends
+        self._run_durs = durs
+        self._run_used = used if grows else None
+        self._run_out = out
         self._run_k = k
         self._run_proc = ve
         try:
             yield env.timeout(ends[k] - now)
         except simpy.Interrupt as intr:
+            if intr.cause is KILL:
+                raise
             k = intr.cause
             self._run_k = k
             yield env.timeout(ends[k] - env.now)
         self._run_proc = None
-        # account each step as single stepping would (same float operations, same order)
+        self._apply_run(sched, out, ends, durs, k, env.now)
+
+    def _apply_run(self, sched, out, ends, durs, k, t_end) -> None:
+        """Apply the first ``k`` steps of a macro-step (the last one ending at ``t_end``),
+        accounting each step as single stepping would (same float operations, same order)."""
+        kv = sched.kv
         nb = kv.num_blocks
         used = kv.num_used_blocks
         integral = self.kv_usage_integral
         busy = self.busy_s
+        grows = kv.decode_grows
         if grows:
             pc = sched._phase_count
             D = sched.D
+            bs = sched.block_size
         for i in range(k):
             d = durs[i]
             busy += d
@@ -265,16 +412,27 @@ class Replica:
         self.busy_s = busy
         self.kv_usage_integral = integral
         self._kv_t = ends[k]
+        self._busy_until_s = ends[k]
         self.num_steps += k
         self.num_runs += 1
         sched.run_decode_steps(ends, k - 1)
-        sched.update_from_output(out, env.now)
+        sched.update_from_output(out, t_end)
         if self.check_invariants:
             kv.check()
         if sched.finished:
             self._collect(sched)
-        if env.now >= self._next_sample_s:
+        if t_end >= self._next_sample_s:
             self._sample()
+
+    def _run_kv_usage(self) -> float:
+        """KV usage inside a macro-step as single stepping would show it now: the blocks of
+        every step scheduled by now (a step is scheduled when the previous one ends)."""
+        kv = self._run_proc.scheduler.kv
+        used = self._run_used
+        if used is None:
+            return kv.usage
+        m = bisect.bisect_right(self._run_ends, self.env.now, 1, self._run_k) - 1
+        return used[m] / kv.num_blocks
 
     def _run_cap(self) -> int:
         """Steps to precompute for a macro-step: about twice the mean number of decode steps
@@ -297,3 +455,41 @@ class Replica:
         if j < k:
             self._run_k = j
             self.procs[0].interrupt(j)
+
+    # -------------------------------------------------------------- loss ---------------
+    def kill(self, now: float) -> list:
+        """The replica is lost at ``now``: apply the steps of a macro-step that ended by then,
+        abandon the step in flight (its time is taken off ``busy_s`` and the KV integral), stop
+        the engine processes and evict every scheduled request. Returns ``[(req,
+        last_token_s)]`` (see ``Scheduler.evict_all``); hand-offs are the cluster's business."""
+        ve = self._run_proc
+        if ve is not None:
+            ends, k = self._run_ends, self._run_k
+            j = bisect.bisect_right(ends, now, 1, k + 1) - 1
+            self._run_proc = None
+            if j >= 1:
+                self._apply_run(ve.scheduler, self._run_out, ends, self._run_durs, j, ends[j])
+        over = self._busy_until_s - now
+        if over > 0:
+            self.busy_s -= over
+            self._busy_until_s = now
+        over = self._kv_t - now
+        if over > 0:
+            self.kv_usage_integral -= self.kv_usage * over
+            self._kv_t = now
+        self._account_kv()
+        active = self.env.active_process
+        for p in self.procs:
+            if p.is_alive and p is not active:
+                p.interrupt(KILL)
+        self.alive = False
+        self.accepting = False
+        self.died_s = now
+        evicted = []
+        for e in self.engines:
+            if e.scheduler.finished:
+                self._collect(e.scheduler)
+            evicted.extend(e.scheduler.evict_all())
+            e.wake = None
+        self.num_outstanding = 0
+        return evicted

@@ -1,0 +1,299 @@
+"""Network: links with bandwidth and latency, transfers that share them fairly (max-min).
+
+Contract.
+
+- A :class:`Resource` is a capacity in bytes/s that transfers share: one direction of an
+  explicit link of the scenario, or the network port of a replica (egress or ingress: its GPUs'
+  NICs together). A :class:`Path` is the resources a transfer crosses plus its one-way latency.
+- :meth:`Network.start` starts moving ``num_bytes`` along a path; at every moment the active
+  transfers get max-min fair rates (progressive filling: the most contended resource is split
+  equally among the transfers that cross it, the rest of their resources' capacity goes to the
+  others, and so on). With one resource this is processor sharing. A transfer whose bytes have
+  drained is delivered ``latency_s`` later (its ``on_done(transfer)`` callback runs then), so an
+  idle path delivers ``num_bytes`` in exactly ``num_bytes / capacity + latency_s``.
+- :meth:`Network.abort` cancels a transfer (its callback never runs).
+- Events: one SimPy timeout per change of the set of active transfers (the next drain) and one
+  per delivery; no process, no per-byte or per-packet work. Rates are recomputed on every start,
+  drain and abort: O(transfers × resources), and transfers in flight are few.
+
+:class:`Topology` maps a pair of replicas to a path (DESIGN §7, docs/cluster.md):
+an explicit link between their pools, else one between their regions (a region may be linked to
+itself), else — same region — the cluster fabric (only the two ports are shared, latency of the
+hardware cards' ``kv_transfer`` link), else the scenario's ``cross_region`` default link.
+Explicit and cross-region links are shared by every transfer between their endpoints, in each
+direction separately.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmsim.cost import comm
+
+#: a transfer has drained when fewer bytes than this fraction of its size are left
+_DRAIN_RTOL = 1e-12
+
+
+class Resource:
+    """A capacity shared by the transfers that cross it (bytes/s)."""
+
+    __slots__ = ("name", "capacity_bytes_per_s", "transfers", "bytes_moved")
+
+    def __init__(self, name: str, capacity_bytes_per_s: float):
+        if not capacity_bytes_per_s > 0:
+            raise ValueError(f"resource {name}: capacity must be > 0 bytes/s "
+                             f"(got {capacity_bytes_per_s})")
+        self.name = name
+        self.capacity_bytes_per_s = float(capacity_bytes_per_s)
+        self.transfers: dict = {}        # Transfer -> None, insertion order
+        self.bytes_moved = 0.0
+
+    def __repr__(self) -> str:
+        return f"Resource({self.name!r}, {self.capacity_bytes_per_s:.4g} B/s)"
+
+
+@dataclass(frozen=True)
+class Path:
+    """What a transfer crosses: ``resources`` (shared capacities) and its one-way latency."""
+
+    resources: tuple
+    latency_s: float
+    description: str = ""
+
+    @property
+    def bottleneck_bytes_per_s(self) -> float:
+        """Capacity of the slowest resource (the rate of a transfer alone on the path)."""
+        return min(r.capacity_bytes_per_s for r in self.resources)
+
+    def idle_time_s(self, num_bytes: float) -> float:
+        """Time to deliver ``num_bytes`` when nothing else uses the path."""
+        return num_bytes / self.bottleneck_bytes_per_s + self.latency_s
+
+
+class Transfer:
+    """One transfer in flight. ``start_s``, ``drained_s`` and ``done_s`` are set as it goes;
+    ``meta`` is the caller's."""
+
+    __slots__ = ("id", "num_bytes", "remaining", "path", "rate", "on_done", "start_s",
+                 "drained_s", "done_s", "aborted", "meta")
+
+    def __init__(self, tid, num_bytes, path, on_done, start_s, meta):
+        self.id = tid
+        self.num_bytes = float(num_bytes)
+        self.remaining = float(num_bytes)
+        self.path = path
+        self.rate = 0.0
+        self.on_done = on_done
+        self.start_s = start_s
+        self.drained_s = None
+        self.done_s = None
+        self.aborted = False
+        self.meta = meta
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.done_s is None else self.done_s - self.start_s
+
+
+class Network:
+    """Transfers over shared resources with max-min fair rates (see module docstring)."""
+
+    def __init__(self, env):
+        self.env = env
+        self.active: dict = {}           # Transfer -> None, start order
+        self._t = 0.0                    # time the remaining bytes were last brought up to date
+        self._version = 0
+        self._next_id = 0
+        self.num_started = 0
+        self.num_done = 0
+        self.num_aborted = 0
+        self.bytes_done = 0.0
+
+    # -------------------------------------------------------------- public ---------------
+    def start(self, num_bytes: float, path: Path, on_done, meta=None) -> Transfer:
+        """Start moving ``num_bytes`` along ``path``; ``on_done(transfer)`` runs on delivery."""
+        if num_bytes < 0:
+            raise ValueError(f"num_bytes must be >= 0 (got {num_bytes})")
+        if not path.resources:
+            raise ValueError("a path needs at least one resource")
+        now = self.env.now
+        self._next_id += 1
+        tr = Transfer(self._next_id, num_bytes, path, on_done, now, meta)
+        self.num_started += 1
+        if num_bytes == 0:
+            tr.drained_s = now
+            self._deliver_later(tr)
+            return tr
+        self._advance(now)
+        self.active[tr] = None
+        for r in path.resources:
+            r.transfers[tr] = None
+        self._reallocate()
+        return tr
+
+    def abort(self, tr: Transfer) -> None:
+        """Cancel ``tr`` (in flight or waiting for its latency); nothing is delivered."""
+        if tr.aborted or tr.done_s is not None:
+            return
+        tr.aborted = True
+        self.num_aborted += 1
+        if tr in self.active:
+            self._advance(self.env.now)
+            self._remove(tr)
+            self._reallocate()
+
+    def rate_of(self, tr: Transfer) -> float:
+        return tr.rate if tr in self.active else 0.0
+
+    # -------------------------------------------------------------- internals ------------
+    def _advance(self, now: float) -> None:
+        dt = now - self._t
+        if dt > 0:
+            for tr in self.active:
+                moved = tr.rate * dt
+                tr.remaining -= moved
+                for r in tr.path.resources:
+                    r.bytes_moved += moved
+        self._t = now
+
+    def _remove(self, tr: Transfer) -> None:
+        del self.active[tr]
+        for r in tr.path.resources:
+            r.transfers.pop(tr, None)
+
+    def _reallocate(self) -> None:
+        """Max-min fair rates by progressive filling; then schedule the next drain."""
+        self._version += 1
+        if not self.active:
+            return
+        cap = {}
+        count = {}
+        for tr in self.active:
+            tr.rate = -1.0
+            for r in tr.path.resources:
+                if r not in cap:
+                    cap[r] = r.capacity_bytes_per_s
+                    count[r] = 0
+                count[r] += 1
+        left = len(self.active)
+        while left:
+            best = None
+            share = 0.0
+            for r, n in count.items():
+                if n:
+                    s = cap[r] / n
+                    if best is None or s < share:
+                        best, share = r, s
+            if share < 0.0:
+                share = 0.0
+            for tr in best.transfers:
+                if tr.rate >= 0.0:
+                    continue
+                tr.rate = share
+                left -= 1
+                for r in tr.path.resources:
+                    cap[r] -= share
+                    count[r] -= 1
+        nxt = min((tr.remaining / tr.rate if tr.rate > 0 else float("inf"))
+                  for tr in self.active)
+        if nxt == float("inf"):
+            return
+        if nxt < 0:
+            nxt = 0.0
+        version = self._version
+        ev = self.env.timeout(nxt)
+        ev.callbacks.append(lambda _e, v=version: self._on_timer(v))
+
+    def _on_timer(self, version: int) -> None:
+        if version != self._version:
+            return                           # rates changed since: a newer timer is pending
+        now = self.env.now
+        self._advance(now)
+        drained = [tr for tr in self.active
+                   if tr.remaining <= tr.num_bytes * _DRAIN_RTOL
+                   or (tr.rate > 0 and tr.remaining / tr.rate <= 1e-12 * max(1.0, now))]
+        for tr in drained:
+            self._remove(tr)
+            tr.remaining = 0.0
+            tr.drained_s = now
+            self._deliver_later(tr)
+        self._reallocate()
+
+    def _deliver_later(self, tr: Transfer) -> None:
+        ev = self.env.timeout(tr.path.latency_s)
+        ev.callbacks.append(lambda _e, t=tr: self._deliver(t))
+
+    def _deliver(self, tr: Transfer) -> None:
+        if tr.aborted:
+            return
+        tr.done_s = self.env.now
+        self.num_done += 1
+        self.bytes_done += tr.num_bytes
+        tr.on_done(tr)
+
+
+# ------------------------------------------------------------------------------ topology
+def port_capacity_bytes_per_s(stages) -> float:
+    """Network capacity of one replica for moving its KV cache: every GPU sends (or receives)
+    its own shard over its own link at once, so a stage of ``tp`` GPUs holding a fraction
+    ``share`` of the layers finishes after ``share · bytes · s_per_byte / tp``; the replica's
+    capacity is set by the slowest stage: ``min(tp / (s_per_byte · share))``. ``stages``:
+    ``[(s_per_byte, tp, share)]`` with ``s_per_byte`` of one GPU's link
+    (:func:`llmsim.cost.comm.send_coeffs`: bandwidth times the card's point-to-point
+    efficiency)."""
+    return min(tp / (s_per_byte * share) for s_per_byte, tp, share in stages)
+
+
+class Topology:
+    """Paths between replicas (module docstring). ``links``: the scenario's explicit links
+    (objects with ``src, dst, bandwidth_bytes_per_s, latency_s``); ``cross_region``: the default
+    link between regions without an explicit one (same attributes, no src/dst) or None."""
+
+    def __init__(self, links=(), cross_region=None):
+        self._links = {}
+        for lk in links:
+            for a, b in ((lk.src, lk.dst), (lk.dst, lk.src)):
+                self._links[(a, b)] = (Resource(f"link {a}->{b}", lk.bandwidth_bytes_per_s),
+                                       lk.latency_s)
+        self._cross = cross_region
+        self._cross_res = {}
+
+    def link(self, a: str, b: str):
+        """(Resource, latency_s) of the explicit link from endpoint ``a`` to ``b``, or None."""
+        return self._links.get((a, b))
+
+    def region_link(self, ra: str, rb: str):
+        """(Resource or None, latency_s) between two regions: an explicit region link, the
+        same-region fabric (None, None), or the cross-region default; raises LookupError when
+        two different regions have no link."""
+        lk = self._links.get((ra, rb))
+        if lk is not None:
+            return lk
+        if ra == rb:
+            return None, None
+        if self._cross is None:
+            raise LookupError(f"no link between regions '{ra}' and '{rb}': add one to "
+                              "cluster.network.links or set cluster.network.cross_region")
+        key = (ra, rb)
+        res = self._cross_res.get(key)
+        if res is None:
+            res = self._cross_res[key] = Resource(f"cross-region {ra}->{rb}",
+                                                  self._cross.bandwidth_bytes_per_s)
+        return res, self._cross.latency_s
+
+    def path(self, src, dst) -> Path:
+        """Path from replica ``src`` to replica ``dst`` (objects with ``pool``, ``region``,
+        ``port_out``, ``port_in`` and ``fabric_latency_s``)."""
+        ports = (src.port_out, dst.port_in)
+        lk = self._links.get((src.pool, dst.pool))
+        if lk is not None:
+            return Path(ports + (lk[0],), lk[1], f"link {src.pool}->{dst.pool}")
+        res, lat = self.region_link(src.region, dst.region)
+        if res is not None:
+            return Path(ports + (res,), lat, res.name)
+        return Path(ports, max(src.fabric_latency_s, dst.fabric_latency_s),
+                    f"fabric of region {src.region}")
+
+
+def card_hop_coeffs(link_spec, eff) -> tuple[float, float]:
+    """(t0_s, s_per_byte) of one hop over a hardware card's link (its efficiency applied)."""
+    return comm.send_coeffs(link_spec, eff)

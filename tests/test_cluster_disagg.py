@@ -1,0 +1,161 @@
+"""Disaggregated prefill/decode: TTFT on the prefill side, the KV transfer delays the second
+token, decode-side backpressure, macro-step equivalence."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmsim.api import simulate
+from llmsim.cost.memory import kv_transfer_bytes
+from llmsim.cost.types import BatchAggregates
+from llmsim.engine.simulation import Simulation
+from llmsim.scenario import load_scenario
+
+PROMPT = 1000
+OUT = 5
+
+
+def disagg(n=1, rate=2.0, prompt=PROMPT, out=OUT, link=(8.0, 50.0), decode=None,
+           prefill_replicas=1, decode_replicas=1, **extra):
+    dec = {"name": "dec", "hardware": "h100-sxm", "replicas": decode_replicas,
+           "role": "decode"}
+    dec.update(decode or {})
+    scn = {"name": "dis", "seed": 1, "model": "llama-3.1-8b",
+           "cluster": {"router": "least_outstanding", "pools": [
+               {"name": "pre", "hardware": "h100-sxm", "replicas": prefill_replicas,
+                "role": "prefill"}, dec]},
+           "workload": {"num_requests": n,
+                        "arrival": {"process": "constant", "rate_per_s": rate},
+                        "prompt_tokens": {"dist": "constant", "value": prompt},
+                        "output_tokens": {"dist": "constant", "value": out}}}
+    if link is not None:
+        scn["cluster"]["network"] = {"links": [{"src": "pre", "dst": "dec",
+                                                "bandwidth_gbps": link[0],
+                                                "latency_ms": link[1]}]}
+    scn.update(extra)
+    return scn
+
+
+def run(scn):
+    sim = Simulation(load_scenario(scn), progress=False)
+    out = sim.run()
+    return sim, out
+
+
+def test_ttft_is_the_prefill_and_the_transfer_delays_the_second_token():
+    sim, out = run(disagg())
+    req = out.requests.iloc[0]
+    pre, dec = sim.pools
+    model = sim.model
+    t_prefill = pre.cost_model.step_time_s(BatchAggregates.from_pairs([(PROMPT, 0)]))
+    nbytes = kv_transfer_bytes(model, pre.cfg.quant_config(), PROMPT)
+    transfer = nbytes / (8.0e9 / 8) + 0.050          # idle explicit link: bytes/bw + latency
+    decode = [dec.cost_model.step_time_s(BatchAggregates(decode_seqs=1, decode_ctx_sum=PROMPT + i,
+                                                         num_sampled=1))
+              for i in range(OUT - 1)]
+    assert req.status == "finished" and req.pool == "dec"
+    assert req.first_token_s - req.arrival_s == pytest.approx(t_prefill, rel=1e-9)
+    assert req.finish_s == pytest.approx(req.first_token_s + transfer + sum(decode), rel=1e-9)
+    # the first inter-token gap holds the transfer; the others are plain decode steps
+    gaps = np.sort(np.repeat(out.itl_gaps_s, out.itl_weights))
+    assert gaps[-1] == pytest.approx(transfer + decode[0], rel=1e-9)
+    np.testing.assert_allclose(gaps[:-1], sorted(decode[1:]), rtol=1e-9)
+    dec_out = next(p for p in out.pools if p["name"] == "dec")
+    assert dec_out["kv_transfers_in"] == 1
+    assert dec_out["kv_transfer_s_mean"] == pytest.approx(transfer, rel=1e-9)
+    assert dec_out["kv_transfer_gb_in"] == pytest.approx(nbytes / 1e9)
+    # the KV of the prompt is PROMPT x 2 x layers x kv_heads x head_dim x 2 bytes (bf16)
+    assert nbytes == PROMPT * 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
+
+
+def test_the_same_request_on_a_mixed_replica_has_the_same_ttft():
+    scn = disagg()
+    mixed = copy.deepcopy(scn)
+    mixed["cluster"]["pools"] = [dict(scn["cluster"]["pools"][0], role="mixed")]
+    mixed["cluster"].pop("network")
+    a = simulate(scn).requests.iloc[0]
+    b = simulate(mixed).requests.iloc[0]
+    assert a.first_token_s == pytest.approx(b.first_token_s, rel=1e-12)
+    assert a.finish_s - b.finish_s > 0.05     # the second token waited for the transfer
+
+
+def test_transfer_time_grows_with_contention():
+    # two prefill replicas finish identical prompts at the same instant and both send to the
+    # one decode replica over the shared pool link: each gets half of it
+    idle = run(disagg(n=1))[1]
+    busy = run(disagg(n=2, rate=1e6, prefill_replicas=2, link=(8.0, 50.0)))[1]
+    t_idle = next(p for p in idle.pools if p["name"] == "dec")["kv_transfer_s_mean"]
+    t_busy = next(p for p in busy.pools if p["name"] == "dec")["kv_transfer_s_mean"]
+    wire = t_idle - 0.050
+    assert t_busy > t_idle
+    # arrivals 1 us apart: both transfers overlap almost entirely -> about 2x the wire time
+    assert t_busy == pytest.approx(2 * wire + 0.050, rel=1e-3)
+
+
+def test_backpressure_one_decode_slot_serialises_decoding_and_loses_nothing():
+    # the decode replica runs one sequence at a time: prefilled requests wait (their KV held
+    # on the prefill side) until it has room; nothing is rejected or lost
+    scn = disagg(n=6, rate=100.0, out=20, decode={"scheduler": {"max_num_seqs": 1}})
+    sim, out = run(scn)
+    df = out.requests.sort_values("first_token_s")
+    assert (df.status == "finished").all() and len(df) == 6
+    assert (df.num_output_tokens == 20).all()
+    # each request starts decoding only after the previous one finished
+    fin = df.finish_s.to_numpy()
+    assert (np.diff(fin) > 0.05).all()
+    dec = next(p for p in out.pools if p["name"] == "dec")
+    assert dec["kv_wait_s_mean"] > 0.05
+    # every block is back: the prefill side freed its KV once each transfer completed
+    for r in sim.replicas:
+        for ve in r.engines:
+            kv = ve.scheduler.kv
+            assert kv.num_free_blocks == kv.num_blocks
+
+
+def test_requests_too_large_for_any_decode_pool_are_rejected_at_arrival():
+    scn = disagg(n=2, decode={"memory": {"gpu_memory_utilization": 0.25}}, prompt=30000)
+    res = simulate(scn)
+    assert (res.requests.status == "rejected").all()
+    assert res.requests.reason.str.contains("no decode pool can hold it").all()
+
+
+def test_default_fabric_link_uses_the_cards_inter_node_link():
+    from llmsim.cost import comm
+    sim, out = run(disagg(link=None))
+    pre = sim.pools[0]
+    hw = pre.hardware
+    nbytes = kv_transfer_bytes(sim.model, pre.cfg.quant_config(), PROMPT)
+    t0, s = comm.send_coeffs(hw.inter_node, hw.efficiency)
+    dec = next(p for p in out.pools if p["name"] == "dec")
+    # one GPU per replica: the replica's port is that GPU's NIC
+    assert dec["kv_transfer_s_mean"] == pytest.approx(t0 + s * nbytes, rel=1e-9)
+
+
+def test_disaggregated_macro_steps_equal_single_steps():
+    scn = {"name": "dis", "seed": 4, "model": "llama-3.1-8b",
+           "cluster": {"router": "least_outstanding", "pools": [
+               {"name": "pre", "hardware": "h100-sxm", "replicas": 1, "role": "prefill"},
+               {"name": "dec", "hardware": "a100-80gb", "replicas": 2, "role": "decode",
+                "scheduler": {"policy": "sarathi", "max_num_seqs": 16}}],
+               "network": {"links": [{"src": "pre", "dst": "dec", "bandwidth_gbps": 25,
+                                      "latency_ms": 2}]}},
+           "workload": {"num_requests": 200,
+                        "arrival": {"process": "poisson", "rate_per_s": 15},
+                        "prompt_tokens": {"dist": "lognormal", "mean": 800, "sigma": 0.8,
+                                          "max": 4000},
+                        "output_tokens": {"dist": "lognormal", "mean": 150, "sigma": 0.8,
+                                          "max": 800}},
+           "simulation": {"timeline_interval_s": 2.0}}
+    a = simulate(scn)
+    scn["simulation"]["macro_steps"] = False
+    b = simulate(scn)
+    cols = ["request_id", "status", "num_output_tokens", "num_preemptions", "pool", "replica"]
+    pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
+    for c in ["first_scheduled_s", "first_token_s", "finish_s"]:
+        np.testing.assert_allclose(a.requests[c], b.requests[c], rtol=1e-9, atol=1e-12)
+    ga = np.sort(np.repeat(a.itl_gaps_s, a.itl_weights))
+    gb = np.sort(np.repeat(b.itl_gaps_s, b.itl_weights))
+    np.testing.assert_allclose(ga, gb, rtol=1e-9, atol=1e-12)
+    assert a.summary["events"] < b.summary["events"]
+    assert a.summary["requests"]["finished"] == 200
