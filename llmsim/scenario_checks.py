@@ -126,6 +126,36 @@ def check_scenario(sc, rep: Reporter) -> None:
     _check_topology(sc, rep)
     _check_faults(sc, rep)
     _check_workload(sc.workload, sc.simulation.duration_s, sc.seed, rep)
+    if model is not None:
+        _check_lengths_fit_context(sc.workload, model, rep)
+
+
+def _min_length(dist) -> int:
+    """Smallest length a synthetic length distribution can draw."""
+    if dist is None:
+        return 1
+    if getattr(dist, "dist", None) == "constant":
+        return int(dist.value)
+    return int(getattr(dist, "min", 1) or 1)
+
+
+def _check_lengths_fit_context(workload, model, rep: Reporter) -> None:
+    """Synthetic lengths that can never fit the model's context would only produce a run in
+    which every request is rejected: say so before simulating. (Trace rows are checked one by
+    one at run time and rejected with a reason.)"""
+    parts = [((), workload)] + [(("sources", i), s)
+                                for i, s in enumerate(getattr(workload, "sources", None) or ())]
+    for path, part in parts:
+        prompt = getattr(part, "prompt_tokens", None)
+        output = getattr(part, "output_tokens", None)
+        if prompt is None and output is None:
+            continue
+        shortest = _min_length(prompt) + _min_length(output)
+        if shortest > model.max_model_len:
+            rep.add(f"every request needs at least {shortest} tokens (prompt + output) but "
+                    f"{model.name}'s context length is {model.max_model_len}; lower the lengths",
+                    ("workload",) + path + ("prompt_tokens",),
+                    getattr(prompt, "value", getattr(prompt, "min", None)))
 
 
 # ----------------------------------------------------------------------------- cluster

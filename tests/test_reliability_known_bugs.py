@@ -1,9 +1,7 @@
-"""Bugs found by the reliability work (issue 10) in modules this suite does not own.
+"""Regression tests for bugs the reliability work (issue 10) found in other modules.
 
-Each test states the correct behaviour and is marked ``xfail(strict=True)``: it fails today
-(XFAIL), and the day the bug is fixed it passes, which strict mode turns into a failure, so the
-marker (and any exemption in llmsim/invariants.py or tests/test_property_simulation.py) gets
-removed together with the bug. Every docstring names the file, the place and the failing input.
+Each test states the correct behaviour; every docstring names the file, the place and the input
+that failed before the fix.
 """
 from __future__ import annotations
 
@@ -55,10 +53,6 @@ def test_static_padding_produces_no_tokens_and_no_itl_gaps():
     assert run.itl_weights.sum() == np.maximum(out - 1, 0).sum()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmsim/engine/replica.py Replica._loop adds a step's whole duration to busy_s (and "
-    "kv_usage_integral) before the step's timeout; a run stopped by duration_s mid-step "
-    "counts time past the end"))
 def test_utilization_never_exceeds_one_when_a_run_is_cut():
     """Input: one replica saturated (400 req/s) and simulation.duration_s 20: utilization is
     1.0006 (busy 20.01 s of 20 s billed). Fix: at the end of Simulation.run subtract, per
@@ -94,9 +88,6 @@ def test_bad_trace_row_found_while_running_keeps_its_location(tmp_path, capsys):
     assert "<input>" not in err and err.startswith(f"error: {tmp_path / 'bad.csv'}:3:"), err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmsim/engine/simulation.py Simulation.run appends an 'N requests had not finished' note "
-    "and llmsim/metrics/summary.py summarize appends its own: the summary says it twice"))
 def test_unfinished_requests_are_noted_once():
     """Input: any run with unfinished requests (here duration_s 5 at 60 req/s on one H100).
     Fix: drop the note in Simulation.run (summarize's note is the more precise one)."""
@@ -130,10 +121,6 @@ def test_deeply_nested_yaml_is_a_clean_input_error(tmp_path, capsys):
     assert "nest" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decided in docs/reliability.md: a synthetic workload whose every request is too long "
-    "(constant lengths over max_model_len or the KV capacity) should fail validation; "
-    "llmsim/scenario_checks.py has no such check yet, so the run rejects every request"))
 def test_constant_prompt_longer_than_the_context_fails_validation(tmp_path, capsys):
     """Input: llama-3.1-8b (context 131,072), prompt_tokens constant 200,000. Today `llmsim
     validate` says OK and `llmsim run` rejects all 20 requests (exit 0, reason in the notes)."""

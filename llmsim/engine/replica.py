@@ -303,8 +303,10 @@ class Replica:
                 if end > b0:
                     self.busy_s += end - b0
                     self._busy_until_s = end
-                self.kv_usage_integral += self.kv_usage * (end - now)
-                self._kv_t = end
+                k0 = max(now, self._kv_t)    # KV use over the union of in-flight intervals
+                if end > k0:
+                    self.kv_usage_integral += self.kv_usage * (end - k0)
+                    self._kv_t = end
                 self.num_steps += 1
                 yield env.timeout(end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
@@ -455,6 +457,18 @@ class Replica:
         if j < k:
             self._run_k = j
             self.procs[0].interrupt(j)
+
+    def trim_to(self, t: float) -> None:
+        """The run stopped at ``t`` with a step in flight: take the part of it past ``t`` off
+        the busy time and the KV-use integral (a cut run never bills more than it ran)."""
+        over = self._busy_until_s - t
+        if over > 0:
+            self.busy_s -= over
+            self._busy_until_s = t
+        over = self._kv_t - t
+        if over > 0:
+            self.kv_usage_integral -= self.kv_usage * over
+            self._kv_t = t
 
     # -------------------------------------------------------------- loss ---------------
     def kill(self, now: float) -> list:

@@ -281,6 +281,7 @@ class Simulation:
         notes = []
         for r in self.replicas:
             if r.alive:
+                r.trim_to(simulated_s)
                 r._account_kv()
         unfinished = self.cluster.unfinished()
         for req in unfinished:
@@ -288,9 +289,6 @@ class Simulation:
             req.reason = ("still running when the simulation stopped"
                           if req.first_scheduled_s is not None
                           else "still waiting when the simulation stopped")
-        if unfinished:
-            notes.append(f"{len(unfinished)} requests had not finished when the simulation "
-                         f"stopped at {simulated_s:.1f} s; they are counted as unfinished")
         requests = self.recorder.requests_frame(unfinished)
         timeline = self.recorder.timeline_frame()
         gaps, weights = self.recorder.itl.arrays()
@@ -328,6 +326,13 @@ class Simulation:
             "weights_gb_per_gpu": p.memory.weights_bytes_per_gpu / 1e9,
             **p.extra,
         }
+        scheds = [ve.scheduler for r in reps for ve in r.engines]
+        queried = sum(getattr(sc, "prefix_query_tokens", 0) for sc in scheds)
+        if queried:   # prefix caching on: prompt tokens looked up vs found in the cache
+            hit = sum(getattr(sc, "prefix_hit_tokens", 0) for sc in scheds)
+            out["prefix_hit_tokens"] = hit
+            out["prefix_query_tokens"] = queried
+            out["prefix_hit_rate"] = hit / queried
         if p.cfg.price == "spot":
             od = p.cfg.model_copy(update={"price": "on_demand"}).price_usd_per_gpu_hour()
             out["usd_at_on_demand"] = billed * p.gpus_per_replica * od / 3600.0
