@@ -25,23 +25,13 @@ from llmsim.scheduling.policies import SCHEDULERS
 from llmsim.scheduling.predictor import OutputLengthPredictor, sjf_length_key
 from llmsim.scheduling.speculative import speculative_class
 
-DEFAULT_BUDGET_TOKENS = {"static": 8192, "orca": 8192, "vllm": 8192, "vllm_v1": 8192,
-                         "sarathi": 2048}
-DEFAULT_MANAGER = {"static": "contiguous", "orca": "contiguous", "vllm": "paged",
-                   "vllm_v1": "paged", "sarathi": "paged"}
-CHUNKED_BY_DEFAULT = ("sarathi", "vllm_v1")
-
-
 def scheduler_settings(pool_cfg):
-    """(policy, max_num_batched_tokens, enable_chunked_prefill, kv manager) with defaults."""
-    s = pool_cfg.scheduler
-    policy = s.policy
-    budget = s.max_num_batched_tokens or DEFAULT_BUDGET_TOKENS[policy]
-    chunked = s.enable_chunked_prefill
-    if chunked is None:
-        chunked = policy in CHUNKED_BY_DEFAULT
-    manager = pool_cfg.memory.manager or DEFAULT_MANAGER[policy]
-    return policy, budget, chunked, manager
+    """(policy, max_num_batched_tokens, enable_chunked_prefill, kv manager) with the policy
+    defaults resolved by the scenario schema (``PoolConfig.effective_scheduler`` /
+    ``effective_memory``: the one place the defaults live)."""
+    s = pool_cfg.effective_scheduler()
+    return (s.policy, s.max_num_batched_tokens, s.enable_chunked_prefill,
+            pool_cfg.effective_memory().manager)
 
 
 def _where(pool_cfg, *keys) -> str:
