@@ -496,9 +496,10 @@ class SimulationConfig(ScenarioModel):
     """Run control. ``duration_s``: simulated-time limit (requests still running then are
     ``unfinished``); ``drain``: after the last arrival, run until every request is done (false:
     stop at the last arrival); ``max_queue_len``: waiting requests per replica beyond which new
-    ones are rejected; ``request_timeout_s``: requests not finished this long after arrival
-    fail; ``macro_steps``: advance runs of identical decode steps as one event (exact; off =
-    one SimPy event per step, for checking); ``record_steps``: keep one row per engine step
+    ones are rejected; ``request_timeout_s``: a request still waiting for its first step this
+    long after arrival is rejected when it reaches the head of the queue; ``macro_steps``:
+    advance runs of identical decode steps as one event (exact; off = one SimPy event per
+    step, for checking); ``record_steps``: keep one row per engine step
     (``Result.steps``; turns macro-steps off)."""
 
     duration_s: Optional[float] = Field(None, gt=0)

@@ -38,7 +38,7 @@ def summary_lines(sc) -> list[str]:
         hw = p.resolved_hardware()
         q = p.quant_config()
         lines.append(
-            f"  pool {p.name}: {p.replicas} x {hw.name} (tp={p.parallel.tp}, pp={p.parallel.pp}"
+            f"  pool {p.name}: {p.replicas} x {hw.name} (tp={p.parallel.tp}, pp={p.num_stages}"
             f", {p.num_gpus_per_replica} GPU/replica), {p.role}, "
             f"{p.effective_scheduler().policy}/{p.effective_memory().manager}: "
             + _memory_text(plan, q))
