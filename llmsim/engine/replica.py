@@ -57,8 +57,10 @@ class Replica:
                  timeline_interval_s: float, capacity_weight: float = 1.0, on_end=None,
                  check_invariants: bool = False, macro_steps: bool = True,
                  horizon_s: float = float("inf"), max_run_steps: int = 256,
-                 role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1):
+                 role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1,
+                 step_sink: list | None = None):
         self.env = env
+        self.step_sink = step_sink   # a list receiving one tuple per step (record_steps)
         self.pool = pool
         self.index = index
         self.name = f"{pool}/{index}"
@@ -295,6 +297,10 @@ class Replica:
             empty_in_a_row = 0
             agg = out.agg
             dt = cost.step_time_s(agg) + out.extra_s
+            if self.step_sink is not None:
+                self.step_sink.append((self.pool, self.index, ve.index, now, dt,
+                                       agg.prefill_seqs, agg.prefill_tokens, agg.decode_seqs,
+                                       agg.decode_ctx_sum, out.num_preempted, kv.usage))
             if pipelined:
                 start = max(now, self._stage_free_s)
                 self._stage_free_s = start + cost.stage_time_s(agg)

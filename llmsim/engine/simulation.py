@@ -67,6 +67,11 @@ class PoolRuntime:
     stats: dict = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
 
 
+STEP_COLUMNS = ["pool", "replica", "engine", "start_s", "duration_s", "prefill_seqs",
+                "prefill_tokens", "decode_seqs", "decode_ctx_tokens", "num_preempted",
+                "kv_usage"]
+
+
 @dataclass
 class RunOutput:
     requests: object
@@ -80,6 +85,7 @@ class RunOutput:
     notes: list
     workload_stats: dict
     class_slo: dict
+    steps: object = None          # DataFrame of engine steps when simulation.record_steps
 
 
 def _pool_price(pool_cfg, hw) -> float:
@@ -101,6 +107,7 @@ class Simulation:
         self.workload = build_workload(scenario.workload, self._workload_seed, scenario.base_dir)
         with_tenant = bool(getattr(self.workload, "classes", None))
         self.recorder = (recorder_factory or Recorder)(with_tenant=with_tenant)
+        self.step_rows = [] if scenario.simulation.record_steps else None
         net = scenario.cluster.network
         self.network = Network(self.env)
         self.topology = Topology(net.links, net.cross_region)
@@ -200,7 +207,8 @@ class Simulation:
                        macro_steps=sim.macro_steps and not sim.record_steps,
                        horizon_s=(sim.duration_s if sim.duration_s is not None
                                   else float("inf")),
-                       role=pool.role, born_s=born_s, num_stages=len(pool.stages))
+                       role=pool.role, born_s=born_s, num_stages=len(pool.stages),
+                       step_sink=self.step_rows)
 
     def _build_injectors(self) -> None:
         faults = self.scenario.cluster.faults
@@ -300,9 +308,13 @@ class Simulation:
                 notes.append(f"spot pool '{p['name']}' cost ${usd:.4g} at spot prices, "
                              f"${p['usd_at_on_demand']:.4g} at on-demand prices")
         wstats = dict(getattr(self.workload, "stats", {}) or {})
+        steps = None
+        if self.step_rows is not None:
+            import pandas as pd
+            steps = pd.DataFrame(self.step_rows, columns=STEP_COLUMNS)
         return RunOutput(requests, timeline, gaps, weights, pools, simulated_s, wall_s,
                          self._num_events(), notes, wstats,
-                         dict(getattr(self.workload, "classes", {}) or {}))
+                         dict(getattr(self.workload, "classes", {}) or {}), steps)
 
     def _pool_output(self, p: PoolRuntime, end_s: float) -> dict:
         reps = p.replicas
