@@ -140,3 +140,19 @@ def test_roofline_unknown_hardware_names_the_flag(capsys):
     where='--hardware' (as load_model(..., where='--model') does)."""
     assert main(["roofline", "--model", "llama-3.1-8b", "--hardware", "h100-sx"]) == 2
     assert capsys.readouterr().err.startswith("error: --hardware: ")
+
+
+def test_trimming_a_cut_run_never_leaves_negative_busy_time():
+    """Input (found by hypothesis): one request, static policy, drain: false. The step in flight
+    at the stop was trimmed off busy_s and left -2.8e-17 (llmsim/engine/replica.py trim_to)."""
+    d = {"name": "prop", "seed": 0, "model": "llama-3.1-8b",
+         "cluster": {"router": "round_robin", "pools": [{
+             "name": "p", "hardware": "a100-40gb", "replicas": 1, "parallel": {"tp": 2},
+             "scheduler": {"policy": "static", "max_num_seqs": 1},
+             "memory": {"gpu_memory_utilization": 0.5, "block_size": 1}}]},
+         "workload": {"num_requests": 1, "arrival": {"process": "poisson", "rate_per_s": 1.0},
+                      "prompt_tokens": {"dist": "constant", "value": 1},
+                      "output_tokens": {"dist": "constant", "value": 1}},
+         "simulation": {"check_invariants": True, "macro_steps": False, "drain": False}}
+    res = simulate(d)
+    assert res.summary["pools"]["p"]["utilization"] >= 0

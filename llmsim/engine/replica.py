@@ -469,11 +469,11 @@ class Replica:
         the busy time and the KV-use integral (a cut run never bills more than it ran)."""
         over = self._busy_until_s - t
         if over > 0:
-            self.busy_s -= over
+            self.busy_s = max(0.0, self.busy_s - over)   # no negative rounding residue
             self._busy_until_s = t
         over = self._kv_t - t
         if over > 0:
-            self.kv_usage_integral -= self.kv_usage * over
+            self.kv_usage_integral = max(0.0, self.kv_usage_integral - self.kv_usage * over)
             self._kv_t = t
 
     # -------------------------------------------------------------- loss ---------------
