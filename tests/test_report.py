@@ -192,3 +192,20 @@ def test_large_report_stays_small():
     res = make_result(n=200_000, seed=3)
     text = render_html(res)
     assert len(text) - len(get_plotlyjs()) < 1_500_000
+
+
+def test_single_run_report_has_a_roofline_per_pool(tmp_path):
+    """The run report draws each pool's operators on its roofline (from the run's scenario)."""
+    from pathlib import Path
+
+    from llmsim.api import simulate
+    from llmsim.report.html import roofline_figures
+    root = Path(__file__).resolve().parents[1]
+    res = simulate(root / "scenarios" / "quickstart.yaml", ["workload.num_requests=50"])
+    figs = roofline_figures(res)
+    assert len(figs) == 1
+    names = {t.name for t in figs[0].data}
+    assert any(n.startswith("prefill of") for n in names)
+    assert any(n.startswith("decode, batch") for n in names)
+    html = write_html(res, tmp_path / "r.html").read_text()
+    assert "Roofline: pool h100 (h100-sxm, tp=1)" in html

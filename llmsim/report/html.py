@@ -139,7 +139,52 @@ def build_figures(runs: Sequence, names: Sequence[str]) -> list[go.Figure]:
         for n, tl in with_tl:
             figs.append(F.kv_usage_figure(tl, name=n if len(runs) > 1 else None))
     figs.append(F.status_figure([(n, r.requests) for n, r in zip(names, runs)]))
+    if len(runs) == 1:
+        figs += roofline_figures(runs[0])
     return figs
+
+
+def roofline_figures(run) -> list[go.Figure]:
+    """One roofline chart per pool of a single run: the operators of a prefill of the run's
+    median prompt and of a decode step at the pool's mean running batch and mean context,
+    from the pool's cost model (nothing when the Result has no scenario)."""
+    scn = getattr(run, "scenario", None)
+    if scn is None or not hasattr(scn, "cluster"):
+        return []
+    from llmsim.cost import CostModel
+    from llmsim.cost.types import BatchAggregates
+    df = run.requests
+    prompt = 1024
+    ctx = 1024
+    if df is not None and len(df):
+        prompt = max(2, int(np.nanmedian(df["num_prompt_tokens"])))
+        ctx = max(1, int(np.nanmean(df["num_prompt_tokens"] + df["num_output_tokens"] / 2)))
+    tl = run.timeline if _has_timeline(run) else None
+    model = scn.resolved_model()
+    out = []
+    for pool in scn.cluster.pools:
+        if getattr(pool, "stages", None):
+            continue   # decentralized pipelines mix cards: no single roofline
+        hw = pool.resolved_hardware()
+        cost = CostModel(model, hw, pool.parallel_config(), pool.quant_config())
+        batch = 1
+        if tl is not None and "pool" in tl and (tl["pool"] == pool.name).any():
+            running = tl.loc[tl["pool"] == pool.name, "num_running"]
+            batch = max(1, int(round(float(running[running > 0].mean())))) \
+                if (running > 0).any() else 1
+        pre = cost.breakdown(BatchAggregates(1, prompt, 0, prompt * prompt, 0, 0, 0, 1))
+        dec = cost.breakdown(BatchAggregates(decode_seqs=batch, decode_ctx_sum=batch * ctx,
+                                             num_sampled=batch))
+        dtype = pool.quant_config().activation_dtype
+        eff = hw.efficiency
+        out.append(F.roofline_figure(
+            [(f"prefill of {prompt} tokens", [o.as_dict() for o in pre]),
+             (f"decode, batch {batch} at context {ctx}", [o.as_dict() for o in dec])],
+            peak_flops_per_s=hw.peak_for(dtype),
+            memory_bandwidth_bytes_per_s=hw.memory_bandwidth_bytes_per_s,
+            title=f"Roofline: pool {pool.name} ({hw.name}, tp={pool.parallel.tp})",
+            efficiency=(eff.gemm_eff_max, eff.mem_eff)))
+    return out
 
 
 def _table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
