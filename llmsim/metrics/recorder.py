@@ -4,13 +4,22 @@ Contract: appends only (O(1) per call, no pandas) while the simulation runs; ``t
 builds the DataFrames once at the end. The ITL sample is weighted: ``add(gap_s, count)`` means
 ``count`` tokens each had an inter-token gap of ``gap_s`` (one decode step adds one entry per
 group of requests that share the time of their previous token).
+
+Streaming runs (``llmsim.simulate(..., stream_dir=DIR)``) use :class:`StreamingRecorder`
+instead: the same engine-facing interface (``request_ended``, ``sample``, ``itl.add``,
+``requests_frame``, ``timeline_frame``, ``itl.arrays``), but rows go to a file in chunks and
+memory stays flat (see its docstring). :func:`request_rows_frame` builds the raw table for both.
 """
 from __future__ import annotations
 
+import shutil
 from array import array
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from llmsim.metrics.summary import add_derived_columns
 
 REQUEST_COLUMNS = ["request_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
                    "num_prompt_tokens", "num_output_tokens", "num_cached_tokens",
@@ -59,31 +68,338 @@ class Recorder:
     def requests_frame(self, extra_requests=()) -> pd.DataFrame:
         """One row per request (ended + ``extra_requests`` such as unfinished ones), sorted by
         request_id."""
-        reqs = self.ended + list(extra_requests)
-        cols = {
-            "request_id": [r.request_id for r in reqs],
-            "arrival_s": np.array([r.arrival_s for r in reqs], dtype=float),
-            "first_scheduled_s": np.array([_nan(r.first_scheduled_s) for r in reqs], dtype=float),
-            "first_token_s": np.array([_nan(r.first_token_s) for r in reqs], dtype=float),
-            "finish_s": np.array([_nan(r.finish_s) for r in reqs], dtype=float),
-            "num_prompt_tokens": np.array([r.num_prompt_tokens for r in reqs], dtype=np.int64),
-            "num_output_tokens": np.array([r.num_output_tokens for r in reqs], dtype=np.int64),
-            "num_cached_tokens": np.array([r.num_cached_tokens for r in reqs], dtype=np.int64),
-            "num_preemptions": np.array([r.num_preemptions for r in reqs], dtype=np.int64),
-            "pool": [r.pool for r in reqs],
-            "replica": [r.replica for r in reqs],
-            "status": [r.status for r in reqs],
-            "reason": [r.reason for r in reqs],
-        }
-        if self.with_tenant:
-            cols["tenant"] = [r.tenant for r in reqs]
-        df = pd.DataFrame(cols)
+        df = request_rows_frame(self.ended + list(extra_requests), self.with_tenant)
         if len(df):
             df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
         return df
 
     def timeline_frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.timeline, columns=TIMELINE_COLUMNS)
+        if len(df):
+            df = df.sort_values(["time_s", "pool", "replica"], kind="stable").reset_index(drop=True)
+        return df
+
+
+def request_rows_frame(reqs, with_tenant: bool = False) -> pd.DataFrame:
+    """The raw request table (:data:`REQUEST_COLUMNS`, + ``tenant``) of ``reqs``, in that order."""
+    cols = {
+        "request_id": [r.request_id for r in reqs],
+        "arrival_s": np.array([r.arrival_s for r in reqs], dtype=float),
+        "first_scheduled_s": np.array([_nan(r.first_scheduled_s) for r in reqs], dtype=float),
+        "first_token_s": np.array([_nan(r.first_token_s) for r in reqs], dtype=float),
+        "finish_s": np.array([_nan(r.finish_s) for r in reqs], dtype=float),
+        "num_prompt_tokens": np.array([r.num_prompt_tokens for r in reqs], dtype=np.int64),
+        "num_output_tokens": np.array([r.num_output_tokens for r in reqs], dtype=np.int64),
+        "num_cached_tokens": np.array([r.num_cached_tokens for r in reqs], dtype=np.int64),
+        "num_preemptions": np.array([r.num_preemptions for r in reqs], dtype=np.int64),
+        "pool": [r.pool for r in reqs],
+        "replica": [r.replica for r in reqs],
+        "status": [r.status for r in reqs],
+        "reason": [r.reason for r in reqs],
+    }
+    if with_tenant:
+        cols["tenant"] = [r.tenant for r in reqs]
+    return pd.DataFrame(cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming (runs too long to hold every row): rows go to a file in chunks
+# --------------------------------------------------------------------------------------------
+
+#: Rows per chunk (= per parquet row group) of a streaming run.
+STREAM_CHUNK_ROWS = 65_536
+#: Rows kept in the uniform random sample of a streaming run (for the HTML report).
+STREAM_SAMPLE_ROWS = 100_000
+#: ITL samples buffered before they are folded into the histogram.
+ITL_FLUSH_ENTRIES = 1 << 18
+
+_STR_COLUMNS = ("pool", "status", "reason", "tenant")
+
+
+class HistogramItl(ItlRecorder):
+    """ITL sink of a streaming run: the same ``add(gap_s, count)`` (two appends), folded into
+    a :class:`~llmsim.metrics.streaming.LogHistogram` (``hist``) every ``flush_at`` entries by
+    :meth:`maybe_flush`. ``arrays()`` returns the histogram as a weighted sample (bin values,
+    token counts), at most ~27,600 entries."""
+
+    __slots__ = ("hist", "flush_at")
+
+    def __init__(self, flush_at: int = ITL_FLUSH_ENTRIES):
+        super().__init__()
+        from llmsim.metrics.streaming import LogHistogram
+        self.hist = LogHistogram()
+        self.flush_at = flush_at
+
+    def maybe_flush(self) -> None:
+        if len(self.gaps_s) >= self.flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self.gaps_s):
+            gaps = np.frombuffer(self.gaps_s, dtype=np.float64)
+            counts = np.frombuffer(self.counts, dtype=np.int64)
+            self.hist.add(gaps, counts)
+            del gaps, counts
+        self.gaps_s = array("d")
+        self.counts = array("q")
+
+    def arrays(self):
+        self.flush()
+        return self.hist.nonzero()
+
+
+def _arrow_schema(df: pd.DataFrame):
+    """Fixed arrow schema of the request table (types do not depend on one chunk's values:
+    string columns stay strings even when a chunk holds only nulls)."""
+    import pyarrow as pa
+    fields = []
+    for c in df.columns:
+        s = df[c]
+        if c in _STR_COLUMNS:
+            t = pa.string()
+        elif pd.api.types.is_bool_dtype(s):
+            t = pa.bool_()
+        elif pd.api.types.is_integer_dtype(s):
+            t = pa.int64()
+        elif pd.api.types.is_float_dtype(s):
+            t = pa.float64()
+        elif len(s) == 0 and c in ("request_id", "replica"):
+            t = pa.int64()
+        else:
+            t = pa.string()
+        fields.append(pa.field(c, t))
+    return pa.schema(fields)
+
+
+class RequestFileWriter:
+    """Appends chunks of the request table to one file: parquet (one row group per chunk,
+    schema fixed by the first chunk, see :func:`_arrow_schema`) or CSV (header once)."""
+
+    def __init__(self, path, fmt: str = "parquet"):
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"unknown request file format {fmt!r} (parquet or csv)")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.rows = 0
+        self._writer = None
+        self._schema = None
+        self._fh = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+            if self._writer is None:
+                self._schema = _arrow_schema(df)
+                self._writer = pq.ParquetWriter(self.path, self._schema)
+            table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
+            self._writer.write_table(table.replace_schema_metadata(None),
+                                     row_group_size=max(len(df), 1))
+        else:
+            first = self._fh is None
+            if first:
+                self._fh = open(self.path, "w", newline="", encoding="utf-8")
+            df.to_csv(self._fh, header=first, index=False)
+        self.rows += len(df)
+
+    def close(self, empty: pd.DataFrame | None = None) -> Path:
+        """Finish the file; when nothing was written, write ``empty`` (columns only)."""
+        if self._writer is None and self._fh is None and empty is not None:
+            self.write(empty)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file (after an error)."""
+        try:
+            self.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+def iter_request_chunks(path, chunk_rows: int = STREAM_CHUNK_ROWS):
+    """DataFrame chunks of a request file written by :class:`RequestFileWriter` (parquet by
+    row groups / record batches, CSV by ``chunk_rows``), in file order."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    else:
+        dtypes = {c: "str" for c in _STR_COLUMNS}
+        yield from pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes)
+
+
+def copy_request_file(src, dest) -> Path:
+    """Copy (same format) or convert chunk by chunk (parquet ↔ CSV, by the suffix of
+    ``dest``) a request file; memory stays at one chunk."""
+    src, dest = Path(src), Path(dest)
+    if src.resolve() == dest.resolve():
+        return dest
+    if src.suffix == dest.suffix:
+        shutil.copyfile(src, dest)
+        return dest
+    w = RequestFileWriter(dest, "parquet" if dest.suffix == ".parquet" else "csv")
+    try:
+        last = None
+        for chunk in iter_request_chunks(src):
+            w.write(chunk)
+            last = chunk
+        w.close(empty=None if last is None else last.iloc[:0])
+    except BaseException:
+        w.abort()
+        raise
+    return dest
+
+
+class ReservoirSample:
+    """Uniform random sample of at most ``size`` rows of a stream of DataFrame chunks
+    (Vitter's Algorithm R, vectorized per chunk; ``rng`` is a ``numpy.random.Generator``).
+    Memory: ``size`` rows."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = int(size)
+        self.rng = rng
+        self.seen = 0
+        self._cols: dict[str, np.ndarray] | None = None
+
+    def add(self, df: pd.DataFrame) -> None:
+        n = len(df)
+        if n == 0 or self.size == 0:
+            self.seen += n
+            return
+        arrays = {c: df[c].to_numpy() for c in df.columns}
+        if self._cols is None:
+            self._cols = {c: np.empty(self.size, dtype=a.dtype if a.dtype.kind in "biuf"
+                                      else object) for c, a in arrays.items()}
+        seen = self.seen
+        fill = max(0, min(n, self.size - seen))
+        if fill:
+            for c, a in arrays.items():
+                self._cols[c][seen:seen + fill] = a[:fill]
+        if n > fill:
+            t = np.arange(seen + fill, seen + n, dtype=np.int64)
+            j = self.rng.integers(0, t + 1)
+            hit = np.flatnonzero(j < self.size)
+            if hit.size:
+                slots = j[hit]
+                # sequential semantics: a later row replacing the same slot wins
+                _, first_rev = np.unique(slots[::-1], return_index=True)
+                keep = slots.size - 1 - first_rev
+                rows = hit[keep] + fill
+                for c, a in arrays.items():
+                    self._cols[c][slots[keep]] = a[rows]
+        self.seen += n
+
+    def frame(self) -> pd.DataFrame | None:
+        """The sample (sorted by request_id when present); None before any row."""
+        if self._cols is None:
+            return None
+        m = min(self.seen, self.size)
+        df = pd.DataFrame({c: a[:m] for c, a in self._cols.items()})
+        if "request_id" in df.columns and len(df):
+            df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
+        return df
+
+
+class StreamingRecorder:
+    """Recorder of a streaming run (same engine-facing interface as :class:`Recorder`).
+
+    Ended requests are buffered (at most ``chunk_rows``), then turned into table rows with the
+    derived columns (``add_derived_columns`` with the targets given to :meth:`bind_slo`, which
+    must be called before the first chunk), folded into ``totals`` (a
+    :class:`~llmsim.metrics.streaming.StreamingSummary`) and ``reservoir`` (a seeded uniform
+    sample of ``sample_rows`` rows), appended to ``path`` and released. The ITL sample goes into
+    a histogram (:class:`HistogramItl`); timeline samples stay in memory (columnar, a few bytes
+    per sample). ``requests_frame(unfinished)`` writes the remaining rows, closes the file and
+    returns an empty table: the rows are in ``path``, in the order the requests ended
+    (unfinished ones last), not sorted. ``chunk_rows``/``sample_rows`` default to
+    :data:`STREAM_CHUNK_ROWS`/:data:`STREAM_SAMPLE_ROWS` (read when the recorder is built)."""
+
+    def __init__(self, path, *, with_tenant: bool = False, fmt: str = "parquet",
+                 chunk_rows: int | None = None, sample_rows: int | None = None, seed=None):
+        self.path = Path(path)
+        self.with_tenant = with_tenant
+        self.chunk_rows = int(STREAM_CHUNK_ROWS if chunk_rows is None else chunk_rows)
+        self.itl = HistogramItl()
+        self.writer = RequestFileWriter(self.path, fmt)
+        self.reservoir = ReservoirSample(STREAM_SAMPLE_ROWS if sample_rows is None
+                                         else sample_rows, np.random.default_rng(seed))
+        self.totals = None
+        self._slo = None
+        self._class_slo = None
+        self._pending: list = []
+        self._closed = False
+        self._tl = {c: (array("d") if c in ("time_s", "kv_usage") else
+                        list() if c in ("pool", "replica") else array("q"))
+                    for c in TIMELINE_COLUMNS}
+
+    def bind_slo(self, slo=None, class_slo=None) -> None:
+        """Set the SLO targets (global, per class) that ``slo_met`` is computed with."""
+        from llmsim.metrics.streaming import StreamingSummary
+        self._slo = slo
+        self._class_slo = class_slo
+        self.totals = StreamingSummary(slo, class_slo)
+
+    @property
+    def rows_written(self) -> int:
+        return self.writer.rows
+
+    def request_ended(self, req) -> None:
+        # no local alias of the buffer: _flush must be able to release the Request objects
+        self._pending.append(req)
+        if len(self._pending) >= self.chunk_rows:
+            self._flush()
+        elif len(self.itl.gaps_s) >= self.itl.flush_at:
+            self.itl.flush()
+
+    def _flush(self) -> None:
+        if self.totals is None:
+            raise RuntimeError("StreamingRecorder.bind_slo must be called before rows arrive")
+        reqs, self._pending = self._pending, []
+        df = request_rows_frame(reqs, self.with_tenant)
+        del reqs
+        df = add_derived_columns(df, self._slo, self._class_slo)
+        self.totals.add(df)
+        self.reservoir.add(df)
+        self.writer.write(df)
+        self.itl.maybe_flush()
+
+    def sample(self, row: tuple) -> None:
+        for col, v in zip(self._tl.values(), row):
+            col.append(v)
+
+    def requests_frame(self, extra_requests=()) -> pd.DataFrame:
+        """Write ``extra_requests`` and what is buffered, close the file; returns the empty
+        table (columns only)."""
+        if self._closed:
+            raise RuntimeError("the streaming request file is already closed")
+        self._pending.extend(extra_requests)
+        if self._pending:
+            self._flush()
+        empty = add_derived_columns(request_rows_frame([], self.with_tenant), self._slo,
+                                    self._class_slo)
+        self.writer.close(empty=empty)
+        self._closed = True
+        return empty
+
+    def abort(self) -> None:
+        """Drop the partial file after a failed run."""
+        self._pending = []
+        self._closed = True
+        self.writer.abort()
+
+    def timeline_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({c: (np.frombuffer(v, dtype=np.float64 if v.typecode == "d"
+                                             else np.int64).copy()
+                               if isinstance(v, array) else v)
+                           for c, v in self._tl.items()}, columns=TIMELINE_COLUMNS)
         if len(df):
             df = df.sort_values(["time_s", "pool", "replica"], kind="stable").reset_index(drop=True)
         return df
