@@ -45,12 +45,15 @@ class Result:
     #: Streaming mode only (see module docstring): the request file and a row sample.
     requests_path: Path | None = None
     requests_sample: pd.DataFrame | None = field(repr=False, default=None)
+    #: One row per engine step when ``simulation.record_steps`` is true, else None.
+    steps: pd.DataFrame | None = field(repr=False, default=None)
 
     def summary_frame(self) -> pd.DataFrame:
         return summary_frame(self.summary)
 
     def save(self, out_dir, *, fmt: str = "parquet", report: bool = True) -> dict:
-        """Write requests.<fmt>, timeline.<fmt>, summary.json and report.html into out_dir.
+        """Write requests.<fmt>, timeline.<fmt> (steps.<fmt> when recorded), summary.json and
+        report.html into out_dir.
 
         Streaming results copy (or convert chunk by chunk) their request file unless it already
         is ``out_dir/requests.<fmt>``; their report plots ``requests_sample``."""
@@ -60,7 +63,8 @@ class Result:
         if self.requests is None and self.requests_path is not None:
             from llmsim.metrics.recorder import copy_request_file
             paths["requests"] = copy_request_file(self.requests_path, out / f"requests.{fmt}")
-        for name, df in (("requests", self.requests), ("timeline", self.timeline)):
+        for name, df in (("requests", self.requests), ("timeline", self.timeline),
+                         ("steps", self.steps)):
             if df is None:
                 continue
             p = out / f"{name}.{fmt}"
@@ -130,7 +134,7 @@ def simulate(scenario, overrides=(), *, progress: bool | None = False, stream_di
                         class_slo=class_slo, notes=run.notes,
                         extra={"workload": run.workload_stats} if run.workload_stats else None)
     return Result(scn.name, requests, run.timeline, summary, run.itl_gaps_s, run.itl_weights,
-                  scn)
+                  scn, steps=run.steps)
 
 
 #: Spawn key of the seed of the streaming row sample (the engine spawns children 0–3).
@@ -188,4 +192,4 @@ def _simulate_streaming(scn, progress, out_dir: Path, fmt: str) -> Result:
         if bad:
             raise InvariantError(bad, f"scenario '{scn.name}', seed {scn.seed}")
     return Result(scn.name, None, run.timeline, summary, run.itl_gaps_s, run.itl_weights, scn,
-                  requests_path=path, requests_sample=rec.reservoir.frame())
+                  requests_path=path, requests_sample=rec.reservoir.frame(), steps=run.steps)

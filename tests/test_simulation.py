@@ -111,3 +111,17 @@ def test_pipeline_parallel_keeps_micro_batches_in_flight():
     assert res.summary["requests"]["finished"] == 600
     pool = res.summary["pools"]["p"]
     assert pool["gpus"] == 2
+
+
+def test_record_steps_gives_one_row_per_engine_step():
+    scn = small("vllm", n=60)
+    scn["simulation"] = {"record_steps": True}
+    res = simulate(scn)
+    st = res.steps
+    pool = res.summary["pools"]["p"]
+    assert len(st) == pool["num_steps"]
+    assert st.duration_s.sum() == pytest.approx(pool["busy_replica_s"], rel=1e-9)
+    # every prompt token is prefilled exactly once (no preemption here)
+    assert st.prefill_tokens.sum() == res.requests.num_prompt_tokens.sum()
+    assert (st.groupby("replica").start_s.diff().dropna() > 0).all()
+    assert simulate(small("vllm", n=60)).steps is None
