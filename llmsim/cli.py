@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except AssertionError as exc:   # InvariantError and friends: a bug in llmsim, exit 1
         print(f"internal error (please report): {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:   # output piped into e.g. `head`: stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
