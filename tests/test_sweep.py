@@ -144,6 +144,9 @@ def test_mean_ci_student_t_by_hand():
     m, lo, hi = mean_ci([5.0, float("nan")])
     assert m == 5.0 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in mean_ci([]))
+    # a fraction's interval stays inside [0, 1]
+    m, lo, hi = mean_ci([0.5, 1.0], lo=0.0, hi=1.0)
+    assert m == 0.75 and lo == 0.0 and hi == 1.0
 
 
 def test_aggregate_skips_failed_runs():

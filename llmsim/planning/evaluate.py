@@ -182,7 +182,7 @@ class Evaluator:
         for ev in evals:
             for m in METRIC_COLUMNS:
                 ev.metrics[m] = mean_ci([r[m] for r in ev.rows])[0] if ev.rows else math.nan
-            mean, lo, hi = mean_ci([r["attainment"] for r in ev.rows])
+            mean, lo, hi = mean_ci([r["attainment"] for r in ev.rows], lo=0.0, hi=1.0)
             ev.attainment, ev.attainment_ci = mean, (lo, hi)
             ev.passed = (not ev.errors and bool(ev.rows) and math.isfinite(mean)
                          and mean >= target)

@@ -114,8 +114,15 @@ def flatten_summary(summary: Mapping) -> dict[str, float]:
     return row
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of the finite ``values``: Student-t interval of the mean; the bounds
+#: metrics that are fractions: their interval is clipped to [0, 1] (the others, all
+#: non-negative, to >= 0)
+FRACTION_METRICS = frozenset({"attainment", "utilization", "kv_usage_mean"})
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95, *, lo: float = -math.inf,
+            hi: float = math.inf) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite ``values``: Student-t interval of the mean, clipped to
+    the metric's range [``lo``, ``hi``] (a fraction's interval never leaves [0, 1]); the bounds
     are NaN with fewer than two values, all three NaN with none."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if x.size == 0:
@@ -126,7 +133,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     from scipy import stats
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1)
                  / math.sqrt(x.size))
-    return m, m - half, m + half
+    return m, max(lo, m - half), min(hi, m + half)
 
 
 def aggregate(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] | None = None,
@@ -147,7 +154,8 @@ def aggregate(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] | N
         row.update(runs=len(g), failed=int(len(g) - len(ok)),
                    error=(str(errors.iloc[0]) if len(errors) else None))
         for m in metrics:
-            mean, lo, hi = mean_ci(ok[m].tolist(), confidence)
+            top = 1.0 if m in FRACTION_METRICS else math.inf
+            mean, lo, hi = mean_ci(ok[m].tolist(), confidence, lo=0.0, hi=top)
             row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = mean, lo, hi
         rows.append(row)
     return pd.DataFrame(rows)
