@@ -72,3 +72,15 @@ def test_key_metrics_labels():
     assert rows["SLO attainment"] == "33.3%"
     assert rows["Cost (USD)"] == "$6.00"
     assert rows["Overload"] == "no"
+
+
+def test_pool_table_shows_prefix_hit_rate_when_caching():
+    from llmsim.metrics.format import format_summary
+    base = {"scenario": "s", "seed": 0, "simulated_s": 1.0, "wall_s": 0.1, "events": 1,
+            "requests": {}, "throughput": {}, "slo": {}, "cost": {}}
+    with_hits = dict(base, pools={"p": {"hardware": "h100-sxm", "replicas": 1, "gpus": 1,
+                                        "prefix_hit_rate": 0.25}})
+    text = format_summary(with_hits)
+    assert "prefix hit" in text and "25.0%" in text
+    without = dict(base, pools={"p": {"hardware": "h100-sxm", "replicas": 1, "gpus": 1}})
+    assert "prefix hit" not in format_summary(without)

@@ -179,13 +179,17 @@ def format_summary(summary: Mapping) -> str:
     if pools:
         out += ["", "Pools"]
         rows = []
+        # prefix-cache hit rate column only when some pool caches prefixes
+        hits = any(p.get("prefix_hit_rate") is not None for p in pools.values())
         for pname, p in pools.items():
-            rows.append([str(pname), str(p.get("hardware", _DASH)), str(p.get("role", _DASH)),
-                         fmt_num(p.get("replicas")), fmt_num(p.get("gpus")),
-                         fmt_pct(p.get("utilization")), fmt_pct(p.get("kv_usage_mean")),
-                         fmt_num(p.get("gpu_hours")), fmt_usd(p.get("usd"))])
-        out += _table(["pool", "hardware", "role", "replicas", "GPUs", "busy", "KV mean",
-                       "GPU-h", "USD"], rows)
+            row = [str(pname), str(p.get("hardware", _DASH)), str(p.get("role", _DASH)),
+                   fmt_num(p.get("replicas")), fmt_num(p.get("gpus")),
+                   fmt_pct(p.get("utilization")), fmt_pct(p.get("kv_usage_mean"))]
+            if hits:
+                row.append(fmt_pct(p.get("prefix_hit_rate")))
+            rows.append(row + [fmt_num(p.get("gpu_hours")), fmt_usd(p.get("usd"))])
+        out += _table(["pool", "hardware", "role", "replicas", "GPUs", "busy", "KV mean"]
+                      + (["prefix hit"] if hits else []) + ["GPU-h", "USD"], rows)
 
     classes = summary.get("classes") or {}
     if classes:
