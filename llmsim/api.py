@@ -30,6 +30,7 @@ import pandas as pd
 from llmsim.engine.simulation import Simulation
 from llmsim.invariants import check_run_if_enabled
 from llmsim.metrics.summary import add_derived_columns, summarize, summary_frame
+from llmsim.outputs import output_dir, write_table
 from llmsim.scenario import load_scenario
 
 
@@ -57,8 +58,7 @@ class Result:
 
         Streaming results copy (or convert chunk by chunk) their request file unless it already
         is ``out_dir/requests.<fmt>``; their report plots ``requests_sample``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_dir(out_dir, fmt)
         paths = {}
         if self.requests is None and self.requests_path is not None:
             from llmsim.metrics.recorder import copy_request_file
@@ -67,12 +67,7 @@ class Result:
                          ("steps", self.steps)):
             if df is None:
                 continue
-            p = out / f"{name}.{fmt}"
-            if fmt == "parquet":
-                df.to_parquet(p, index=False)
-            else:
-                df.to_csv(p, index=False)
-            paths[name] = p
+            paths[name] = write_table(df, out / f"{name}.{fmt}", fmt)
         p = out / "summary.json"
         p.write_text(json.dumps(self.summary, indent=2) + "\n")
         paths["summary"] = p
@@ -143,17 +138,9 @@ _SAMPLE_SPAWN_KEY = 1001
 
 def _simulate_streaming(scn, progress, out_dir: Path, fmt: str) -> Result:
     """``simulate`` in streaming mode (see module docstring)."""
-    from llmsim.errors import InputError, input_problem
     from llmsim.invariants import invariants_enabled
     from llmsim.metrics.recorder import StreamingRecorder
-    if fmt not in ("parquet", "csv"):
-        raise InputError(input_problem("streaming writes parquet or csv", where="stream_format",
-                                       value=fmt))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(input_problem(f"cannot create the output folder: {e.strerror or e}",
-                                       where=str(out_dir))) from None
+    output_dir(out_dir, fmt, where="stream_format")
     path = out_dir / f"requests.{fmt}"
     seed = np.random.SeedSequence(scn.seed, spawn_key=(_SAMPLE_SPAWN_KEY,))
 

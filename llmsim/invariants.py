@@ -488,7 +488,6 @@ def run_violations(sim, run) -> list[str]:
     out += check_itl(run.itl_gaps_s, run.itl_weights)
     # With speculative decoding the tokens accepted in one step arrive together: the ITL
     # sample's weights then count steps, not tokens, and only the token totals are compared.
-    policies = {p.get("policy") for p in run.pools}
     speculative = any(getattr(getattr(p, "scheduler", None), "speculative", None) is not None
                       for p in getattr(getattr(scn, "cluster", None), "pools", ()))
     if df["request_id"].is_unique:

@@ -30,12 +30,12 @@ import sys
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from llmsim.errors import InputError, input_problem
+from llmsim.outputs import output_dir, write_table
 from llmsim.planning.executors import RunOutcome, RunTask, make_executor
 from llmsim.planning.grid import (check_key_paths, normalize_grid, point_label,
                                   point_overrides, run_seeds)
@@ -83,24 +83,10 @@ class SweepResult:
         """Write ``runs.<fmt>`` (one row per run), ``points.<fmt>`` (means and intervals),
         ``sweep.json`` (scenario, grid keys, seeds, failures) and ``report.html`` into
         ``out_dir``; returns the paths by name."""
-        if fmt not in ("parquet", "csv"):
-            raise InputError(input_problem("format must be parquet or csv", where="--format",
-                                           value=fmt))
-        out = Path(out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(input_problem(f"cannot create the output folder: {e.strerror}",
-                                           where=str(out))) from None
+        out = output_dir(out_dir, fmt)
         paths = {}
         for name, df in (("runs", self.frame), ("points", self.points)):
-            p = out / f"{name}.{fmt}"
-            df2 = storable(df)
-            if fmt == "parquet":
-                df2.to_parquet(p, index=False)
-            else:
-                df2.to_csv(p, index=False)
-            paths[name] = p
+            paths[name] = write_table(storable(df), out / f"{name}.{fmt}", fmt)
         meta = {"scenario": self.scenario_name, "grid_keys": self.grid_keys,
                 "seeds": self.seeds, "confidence": self.confidence,
                 "runs": int(len(self.frame)),
@@ -117,7 +103,7 @@ class SweepResult:
 
 def _scenario_source(scenario):
     """(source for load_scenario, base Scenario) of a path, dict or Scenario."""
-    from llmsim.scenario import Scenario, load_scenario
+    from llmsim.scenario import Scenario
     if isinstance(scenario, Scenario):
         return scenario.to_dict(), scenario
     if isinstance(scenario, (str, os.PathLike, Mapping)):

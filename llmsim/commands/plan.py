@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from llmsim.commands.sweep import int_arg
+    from llmsim.commands.args import int_arg
     from llmsim.plan import plan
 
     jobs = int_arg("--jobs", args.jobs) if args.jobs is not None else None

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import sys
 
+from llmsim.commands.args import int_arg
 from llmsim.errors import InputError, input_problem, suggest
 
 _DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
@@ -48,17 +49,6 @@ def register(sub) -> None:
     p.add_argument("--plot", metavar="FILE.html", default=None,
                    help="write an offline plotly roofline chart")
     p.set_defaults(func=run)
-
-
-def _int_arg(name: str, text, minimum: int = 1) -> int:
-    try:
-        v = int(str(text))
-    except ValueError:
-        raise InputError(input_problem(f"must be an integer >= {minimum}", where=name,
-                                       value=text)) from None
-    if v < minimum:
-        raise InputError(input_problem(f"must be an integer >= {minimum}", where=name, value=v))
-    return v
 
 
 def _dtype_arg(name: str, text: str) -> str:
@@ -99,11 +89,11 @@ def analyse(args) -> dict:
         raise InputError([dataclasses.replace(p, where="--hardware")
                           if p.where in (None, "hardware") else p
                           for p in exc.problems]) from None
-    parallel = ParallelConfig(tp=_int_arg("--tp", args.tp), pp=_int_arg("--pp", args.pp),
-                              ep=_int_arg("--ep", args.ep))
-    batch = _int_arg("--batch", args.batch)
-    prompt = _int_arg("--prompt-len", args.prompt_len)
-    ctx = prompt if args.context_len is None else _int_arg("--context-len", args.context_len, 0)
+    parallel = ParallelConfig(tp=int_arg("--tp", args.tp), pp=int_arg("--pp", args.pp),
+                              ep=int_arg("--ep", args.ep))
+    batch = int_arg("--batch", args.batch)
+    prompt = int_arg("--prompt-len", args.prompt_len)
+    ctx = prompt if args.context_len is None else int_arg("--context-len", args.context_len, 0)
     try:
         util = float(args.gpu_memory_utilization)
     except ValueError:

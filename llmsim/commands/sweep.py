@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+from llmsim.commands.args import int_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a scenario over a grid of settings and seeds")
@@ -39,18 +41,6 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print points and runs as JSON")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run)
-
-
-def int_arg(name: str, text, minimum: int = 1) -> int:
-    from llmsim.errors import InputError, input_problem
-    try:
-        v = int(str(text))
-    except ValueError:
-        raise InputError(input_problem(f"must be an integer >= {minimum}", where=name,
-                                       value=text)) from None
-    if v < minimum:
-        raise InputError(input_problem(f"must be an integer >= {minimum}", where=name, value=v))
-    return v
 
 
 def _points_text(res) -> str:

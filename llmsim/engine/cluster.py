@@ -336,7 +336,6 @@ class Cluster:
         if not r.alive or not r.accepting:
             return
         spot = self.faults.spot
-        now = self.env.now
         pool = self.by_name[r.pool]
         pool.stats["spot_notices"] += 1
         r.accepting = False

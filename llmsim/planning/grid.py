@@ -24,7 +24,7 @@ import yaml
 from llmsim.errors import InputError, Problem, input_problem, suggest
 from llmsim.yaml_lines import ScenarioLoader
 
-__all__ = ["parse_grid_arg", "parse_grid_args", "normalize_grid", "grid_points",
+__all__ = ["parse_grid_arg", "parse_grid_args", "normalize_grid",
            "point_overrides", "point_label", "check_key_paths", "run_seeds", "split_top_level"]
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from llmsim.errors import InputError, input_problem
+from llmsim.outputs import output_dir, write_table
 from llmsim.metrics.format import fmt_ms, fmt_num, fmt_pct, fmt_usd, slo_targets_text
 from llmsim.planning.metrics import storable
 
@@ -144,15 +143,7 @@ class PlanResult:
 
     def save(self, out_dir, *, fmt: str = "parquet", report: bool = True) -> dict:
         """Write ``plan.json``, one table per answer and ``report.html`` into ``out_dir``."""
-        if fmt not in ("parquet", "csv"):
-            raise InputError(input_problem("format must be parquet or csv", where="--format",
-                                           value=fmt))
-        out = Path(out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(input_problem(f"cannot create the output folder: {e.strerror}",
-                                           where=str(out))) from None
+        out = output_dir(out_dir, fmt)
         paths = {}
         p = out / "plan.json"
         p.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
@@ -163,13 +154,7 @@ class PlanResult:
         for name, df in tables.items():
             if df is None:
                 continue
-            p = out / f"{name}.{fmt}"
-            df2 = storable(df)
-            if fmt == "parquet":
-                df2.to_parquet(p, index=False)
-            else:
-                df2.to_csv(p, index=False)
-            paths[name] = p
+            paths[name] = write_table(storable(df), out / f"{name}.{fmt}", fmt)
         if report:
             from llmsim.report.sweep import write_plan_html
             paths["report"] = write_plan_html(self, out / "report.html")
