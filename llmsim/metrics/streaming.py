@@ -35,12 +35,11 @@ import numpy as np
 import pandas as pd
 
 from llmsim.metrics.stats import PERCENTILES, empty_stats, weighted_quantiles
-from llmsim.metrics.summary import (LATENCY_COLUMNS, OVERLOAD_MIN_SAMPLES, OVERLOAD_MIN_UNSERVED,
-                                    OVERLOAD_QUEUE_GROWTH_S, OVERLOAD_UNFINISHED_FRACTION,
-                                    OVERLOAD_UNSERVED_FRACTION, STATUSES, SUMMARY_COLUMNS,
-                                    _SCHEMA_KEYS, _float_col, _n, _pct, _pools_summary, _rate,
-                                    _require_columns, _status_masks, normalize_class_slo,
-                                    normalize_slo, to_jsonable)
+from llmsim.metrics.summary import (LATENCY_COLUMNS, OVERLOAD_MIN_SAMPLES, STATUSES,
+                                    SUMMARY_COLUMNS, _SCHEMA_KEYS, _float_col, _n,
+                                    _pools_summary, _rate, _require_columns, _status_masks,
+                                    normalize_class_slo, normalize_slo, overload_verdict,
+                                    to_jsonable)
 
 #: Columns :meth:`StreamingSummary.add` needs (raw + derived).
 STREAM_COLUMNS: tuple[str, ...] = SUMMARY_COLUMNS + ("ttft_s", "tpot_s", "e2e_s", "queue_s",
@@ -405,34 +404,8 @@ class StreamingSummary:
         return " (" + "; ".join(parts) + ")"
 
     def _overload(self, counts: dict, notes: list[str]) -> bool:
-        n = counts["arrived"]
-        if n == 0:
-            return False
-        reasons = []
-        never_sched = self.never_scheduled_unfinished
-        unserved = counts["rejected"] + never_sched
-        if unserved >= OVERLOAD_MIN_UNSERVED and unserved / n >= OVERLOAD_UNSERVED_FRACTION:
-            reasons.append(f"{unserved:,} of {n:,} arrivals ({_pct(unserved / n)}) were never "
-                           f"served ({counts['rejected']:,} rejected, {never_sched:,} still "
-                           f"waiting at the end)")
-        if (counts["unfinished"] >= OVERLOAD_MIN_UNSERVED
-                and counts["unfinished"] / n >= OVERLOAD_UNFINISHED_FRACTION):
-            reasons.append(f"{counts['unfinished']:,} of {n:,} arrivals "
-                           f"({_pct(counts['unfinished'] / n)})"
-                           " were unfinished when the simulation ended")
-        growth = self.trend.fifth_medians()
-        if growth is not None:
-            early, late = growth
-            if late - early >= max(OVERLOAD_QUEUE_GROWTH_S, early):
-                reasons.append(f"the queue kept growing: median queueing delay rose from "
-                               f"{early:.3g} s (2nd fifth of arrivals) to {late:.3g} s "
-                               f"(last fifth)")
-        if not reasons:
-            return False
-        notes.append("OVERLOAD: " + "; ".join(reasons) + ". The offered load exceeds what this "
-                     "deployment sustains: latency percentiles cover finished requests only and "
-                     "understate what users saw.")
-        return True
+        return overload_verdict(counts, self.never_scheduled_unfinished,
+                                self.trend.fifth_medians(), notes)
 
     def approximations(self, itl: LogHistogram | None = None) -> list[str]:
         """What in :meth:`summary` is approximate, in words."""

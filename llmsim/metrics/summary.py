@@ -356,11 +356,19 @@ def _queue_growth(arrival: np.ndarray, queue: np.ndarray) -> tuple[float, float]
 
 def _overload(df, masks, arrival, queue, sched, counts, notes: list[str]) -> bool:
     """Apply the overload rules (module constants), append explanatory notes, return the flag."""
+    never_sched = int((masks["unfinished"] & np.isnan(sched)).sum())
+    return overload_verdict(counts, never_sched, _queue_growth(arrival, queue), notes)
+
+
+def overload_verdict(counts: Mapping, never_sched: int, growth, notes: list[str]) -> bool:
+    """The overload rules on run counts, the number of unfinished requests never scheduled and
+    ``growth`` = (median queueing delay of the 2nd fifth of arrivals, of the last fifth) or
+    None; appends the explanatory note and returns the flag. Shared by the in-memory and the
+    streaming summaries."""
     n = counts["arrived"]
     if n == 0:
         return False
     reasons = []
-    never_sched = int((masks["unfinished"] & np.isnan(sched)).sum())
     unserved = counts["rejected"] + never_sched
     if unserved >= OVERLOAD_MIN_UNSERVED and unserved / n >= OVERLOAD_UNSERVED_FRACTION:
         reasons.append(f"{unserved:,} of {n:,} arrivals ({_pct(unserved / n)}) were never "
@@ -371,7 +379,6 @@ def _overload(df, masks, arrival, queue, sched, counts, notes: list[str]) -> boo
         reasons.append(f"{counts['unfinished']:,} of {n:,} arrivals "
                        f"({_pct(counts['unfinished'] / n)})"
                        " were unfinished when the simulation ended")
-    growth = _queue_growth(arrival, queue)
     if growth is not None:
         early, late = growth
         if late - early >= max(OVERLOAD_QUEUE_GROWTH_S, early):
