@@ -239,14 +239,28 @@ class Scheduler:
             self.n_capped += 1
         else:
             st.capped = False
-            self.K += c0 - D
+            self._add_context(c0, D)
             if w is not None:
-                self._push(self._window_heap, D + (w - c0), st)
-        self._push(self._finish_heap, D + (req.max_tokens - st.g0), st)
+                self._push(self._window_heap, D + self._steps_for(w - c0), st)
+        self._push(self._finish_heap, D + self._steps_for(req.max_tokens - st.g0), st)
         if self.kv.decode_grows:
-            st.bphase = b = (D + (-c0) % self.block_size) % self.block_size
-            self._phase_count[b] += 1
+            self._track_blocks(st)
         self._joined[now] = self._joined.get(now, 0) + 1
+
+    # hooks of _join_decode that a policy with another decode rate overrides (speculative)
+    def _steps_for(self, num_tokens: int) -> int:
+        """Decode steps a decoder needs to produce ``num_tokens`` more tokens (one per step)."""
+        return num_tokens
+
+    def _add_context(self, c0: int, D: int) -> None:
+        """Add an uncapped decoder joining at counter D with context c0 to the Σ-context sums."""
+        self.K += c0 - D
+
+    def _track_blocks(self, st) -> None:
+        """Register a new decoder's KV block boundaries (paged KV): by phase, see
+        :meth:`_reserve_decode_blocks`."""
+        st.bphase = b = (st.d0 + (-st.c0) % self.block_size) % self.block_size
+        self._phase_count[b] += 1
 
     def _leave_decode(self, st):
         """Remove a decoder from the aggregates and materialise its counters on the request."""

@@ -111,33 +111,14 @@ class SpeculativeMixin:
             self._push(self._block_heap, st.d0 + s, st)
 
     # -- decode group ---------------------------------------------------------------------
-    def _join_decode(self, st, now, last_token_s=None):
-        req = st.req
-        del self.prefilling[req]
-        st.phase = DECODE
-        st.d0 = D = self.D
-        st.c0 = c0 = req.num_computed_tokens
-        st.g0 = req.num_output_tokens
-        if last_token_s is not None:
-            now = last_token_s
-        st.last_token_s = now
-        self.nd += 1
-        w = self.window
-        if w is not None and c0 >= w:
-            st.capped = True
-            self.n_capped += 1
-        else:
-            st.capped = False
-            self._C0 += c0
-            self._D0 += D
-            if w is not None:
-                self._push(self._window_heap, D + self._steps_for(w - c0), st)
-        self._push(self._finish_heap, D + self._steps_for(req.max_tokens - st.g0), st)
-        if self.kv.decode_grows:
-            if not st.nblocks:
-                st.nblocks = self.kv.blocks_for(c0)
-            self._push_block_event(st)
-        self._joined[now] = self._joined.get(now, 0) + 1
+    def _add_context(self, c0: int, D: int) -> None:
+        self._C0 += c0
+        self._D0 += D
+
+    def _track_blocks(self, st) -> None:
+        if not st.nblocks:
+            st.nblocks = self.kv.blocks_for(st.c0)
+        self._push_block_event(st)
 
     def _accepted(self, st) -> int:
         return min(self._prog(self.D - st.d0), st.req.max_tokens - st.g0)
