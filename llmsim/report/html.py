@@ -293,7 +293,12 @@ def write_html(results: Any, path: str | Path, title: str | None = None) -> Path
 
     Raises :class:`InputError` when there is nothing to report or ``path`` cannot be written.
     """
-    text = render_html(results, title)
+    return write_report_text(render_html(results, title), path)
+
+
+def write_report_text(text: str, path: str | Path) -> Path:
+    """Write an HTML page to ``path`` (parent folders created); InputError naming the path
+    when it cannot be written."""
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

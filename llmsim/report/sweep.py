@@ -27,8 +27,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from llmsim.errors import InputError, input_problem
 from llmsim.metrics.format import fmt_ms, fmt_num, fmt_pct, fmt_usd, slo_targets_text
+from llmsim.report.html import write_report_text
 from llmsim.report import figures as F
 
 __all__ = ["render_sweep_html", "write_sweep_html", "render_plan_html", "write_plan_html",
@@ -90,17 +90,6 @@ def _page(title: str, parts: list[str], figs: list[go.Figure]) -> str:
             f"<title>{_esc(title)}</title><style>{_CSS}</style>"
             f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>"
             "<body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _write(text: str, path) -> Path:
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(input_problem(f"cannot write the report: {e.strerror or e}",
-                                       where=str(out))) from None
-    return out
 
 
 def _roofline(scenario, shape=None) -> go.Figure | None:
@@ -224,7 +213,7 @@ def render_sweep_html(res, title: str | None = None) -> str:
 
 def write_sweep_html(res, path, title: str | None = None) -> Path:
     """Write the sweep report of ``res`` (a :class:`llmsim.sweep.SweepResult`) to ``path``."""
-    return _write(render_sweep_html(res, title), path)
+    return write_report_text(render_sweep_html(res, title), path)
 
 
 # ----------------------------------------------------------------------------- plan
@@ -314,4 +303,4 @@ def render_plan_html(res, title: str | None = None) -> str:
 
 def write_plan_html(res, path, title: str | None = None) -> Path:
     """Write the plan report of ``res`` (a :class:`llmsim.plan.PlanResult`) to ``path``."""
-    return _write(render_plan_html(res, title), path)
+    return write_report_text(render_plan_html(res, title), path)
