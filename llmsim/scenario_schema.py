@@ -386,7 +386,24 @@ class NetworkConfig(ScenarioModel):
     cross_region: Optional[RegionLinkConfig] = None
 
 
-class SpotConfig(ScenarioModel):
+class _FaultSource(ScenarioModel):
+    """Fields shared by fault injectors: exactly one of a ``rate_per_hour`` (exponential
+    lifetimes) or a ``trace`` file; ``replace`` lost capacity; ``pools`` it applies to."""
+
+    _what = "faults"
+    rate_per_hour: Optional[float] = Field(None, ge=0)
+    trace: Optional[str] = Field(None, min_length=1)
+    replace: bool = True
+    pools: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.rate_per_hour is None) == (self.trace is None):
+            raise ValueError(f"{self._what} needs exactly one of rate_per_hour or trace")
+        return self
+
+
+class SpotConfig(_FaultSource):
     """Spot preemptions: a ``rate_per_hour`` per replica (exponential lifetimes), or a
     ``trace`` CSV file with columns ``time_s, pool[, count]`` (exactly one). A preempted replica
     gets ``warning_s`` of notice, during which it drains (takes no new requests; its queue goes
@@ -397,21 +414,12 @@ class SpotConfig(ScenarioModel):
     replica comes up after ``faults.provisioning_s`` plus its weight-loading time. ``pools``
     limits the preemptions to these pools (null = every pool)."""
 
-    rate_per_hour: Optional[float] = Field(None, ge=0)
-    trace: Optional[str] = Field(None, min_length=1)
+    _what = "spot"
     warning_s: float = Field(30.0, ge=0)
     on_preempt: Literal["migrate", "restart", "resume"] = "restart"
-    replace: bool = True
-    pools: Optional[list[str]] = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.rate_per_hour is None) == (self.trace is None):
-            raise ValueError("spot needs exactly one of rate_per_hour or trace")
-        return self
 
 
-class ChurnConfig(ScenarioModel):
+class ChurnConfig(_FaultSource):
     """Peers (nodes, one per pipeline stage) that leave without notice: a ``rate_per_hour``
     per peer (exponential lifetimes), or a ``trace`` CSV file ``time_s, pool[, count]`` (count
     replicas of that pool lose a peer). A lost peer breaks its pipeline: its requests
@@ -420,17 +428,8 @@ class ChurnConfig(ScenarioModel):
     ``faults.provisioning_s`` plus the time to load the lost stage's weights when ``replace``.
     ``pools`` limits churn to these pools (null = every pool)."""
 
-    rate_per_hour: Optional[float] = Field(None, ge=0)
-    trace: Optional[str] = Field(None, min_length=1)
+    _what = "churn"
     on_failure: Literal["restart", "resume"] = "resume"
-    replace: bool = True
-    pools: Optional[list[str]] = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.rate_per_hour is None) == (self.trace is None):
-            raise ValueError("churn needs exactly one of rate_per_hour or trace")
-        return self
 
 
 class FaultsConfig(ScenarioModel):
