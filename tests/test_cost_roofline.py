@@ -421,6 +421,21 @@ def test_decode_run_equals_repeated_step_time(cm):
         assert np.all(np.diff(run) >= 0)      # contexts grow, steps never get cheaper
 
 
+@pytest.mark.parametrize("cm", MODELS, ids=[f"{c.model.name}-tp{c.parallel.tp}-pp"
+                                            f"{c.parallel.pp}-{c.quant.weight_dtype}"
+                                            for c in MODELS])
+def test_decode_step_line_equals_step_time(cm):
+    for seqs in (1, 2, 37, 256, 1024):
+        a1, b1, a2, b2, g, q = cm.decode_step_line(seqs)
+        for ctx in (seqs, seqs * 17, seqs * 900, seqs * 3000, seqs * 128_000):
+            want = cm.step_time_s(BatchAggregates(decode_seqs=seqs, decode_ctx_sum=ctx,
+                                                  num_sampled=seqs))
+            got = max(a1 + b1 * ctx, a2 + b2 * ctx, g) + q
+            assert got == pytest.approx(want, rel=1e-12, abs=0)
+    with pytest.raises(ValueError):
+        cm.decode_step_line(0)
+
+
 def test_breakdown_rows_are_well_formed():
     cm = MODELS[4]      # MoE with pp
     ops = cm.breakdown(MIXED)

@@ -496,6 +496,7 @@ class CostModel:
         self._k_lm = 1 + (1 if self._lg1 else 0)       # lm_head (+ logits gather)
         # kernels of every step: T-only ops, MLA kv_b_proj per layer, 2 expert GEMMs per MoE layer
         self._k_step0 = self._k_full + (L if self._mla else 0) + 2 * self._L_moe
+        self._lines: dict = {}     # decode_seqs -> decode_step_line coefficients
 
     # ------------------------------------------------------------------------------------
     def _t_kernels(self, mult: dict) -> int:
@@ -657,6 +658,50 @@ class CostModel:
             if t > best:
                 best = t
         return best
+
+    def decode_step_line(self, decode_seqs: int) -> tuple:
+        """Coefficients ``(a1, b1, a2, b2, g, q)`` of a pure-decode step of ``decode_seqs``
+        sequences as a function of its context sum ``c``::
+
+            step_time_s(BatchAggregates(decode_seqs=n, decode_ctx_sum=c, num_sampled=n))
+                == max(a1 + b1·c, a2 + b2·c, g) + q        (to float rounding, ~1e-15)
+
+        (attention is the max of its compute and memory lines and its floor; the host side
+        adds a kernel-launch floor and per-sequence overheads). The engine evaluates runs of
+        decode steps with it inline; memoised per ``decode_seqs``."""
+        line = self._lines.get(decode_seqs)
+        if line is not None:
+            return line
+        ds = int(decode_seqs)
+        if ds <= 0:
+            raise ValueError("decode_step_line needs decode_seqs >= 1")
+        T = ds
+        i = bisect_right(self._bp, T)
+        P = self._ic[i] + self._sl[i] * T
+        a = self._dfix + ds * self._dseq
+        if self._mla:
+            c1 = (ds + self._half) * self._kvb_c
+            m1 = self._kvb_m0 + ds * self._kvb_m1
+            a += self._glaunch + (c1 if c1 > m1 else m1)
+        P += self._L * a
+        if self._L_moe:
+            P += self._L_moe * self._experts_s(T)
+        P += self._lm_s(ds)
+        L = self._L
+        a1, b1 = P + L * self._ad_c * ds, L * self._ad_c
+        a2, b2 = P + L * (self._ad_mk * ds + ds * self._ad_mq), L * self._ad_mk
+        g = P + L * self._floor
+        q = 0.0
+        if self._host:
+            if self._hk:
+                h = self._hk * self._step_kernels(self._k_full, self._L, self._L_moe, True,
+                                                  0, ds, ds) + self._ovh
+                if h > g:
+                    g = h
+            q = ds * self._dso
+        line = (a1, b1, a2, b2, g, q)
+        self._lines[decode_seqs] = line
+        return line
 
     def decode_run_s(self, decode_seqs: int, decode_ctx_sum: int, k: int) -> np.ndarray:
         """Durations of ``k`` consecutive pure-decode steps; step ``i`` is

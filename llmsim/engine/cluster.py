@@ -144,6 +144,15 @@ class Cluster:
                 out.append(r)
         return out
 
+    def _synced(self, replicas):
+        """``replicas`` after each has applied the request finishes of its macro-step that are
+        due by now (:meth:`Replica.sync`), so the router sees what single stepping shows."""
+        now = self.env.now
+        for r in replicas:
+            if r.fin_due_s <= now:
+                r.sync(now)
+        return replicas
+
     # ------------------------------------------------------------------ arrivals ---------
     def dispatch(self, req) -> None:
         """A new request arrives (called by the feeder at its arrival time)."""
@@ -159,7 +168,7 @@ class Cluster:
                 self._fail(req, "no live replica to serve it (every replica able to take new "
                                 "requests was lost and none is being replaced)")
             return
-        r = self.router.choose(req, entry)
+        r = self.router.choose(req, self._synced(entry))
         if r.handoff and self.decode_pools:
             reason = self._decode_problem(req)
             if reason is not None:
@@ -230,7 +239,7 @@ class Cluster:
                 return
             self.awaiting.append(h)
             return
-        dst = self.router.choose(h.req, cands)
+        dst = self.router.choose(h.req, self._synced(cands))
         dst.enqueue_incoming(h)
 
     def start_move(self, h) -> None:
@@ -303,7 +312,7 @@ class Cluster:
             else:
                 self._fail(req, "its replica was lost and no live replica can take it")
             return
-        r = self.router.choose(req, cands)
+        r = self.router.choose(req, self._synced(cands))
         r.submit_recovered(req, last_token_s, front)
 
     def recover(self, req, last_token_s, mode: str, origin: str) -> None:

@@ -31,6 +31,7 @@ import simpy
 from llmsim.workload.request import FINISHED
 
 KILL = "replica lost"     # interrupt cause that stops an engine process
+INF = float("inf")
 
 
 class VirtualEngine:
@@ -58,7 +59,7 @@ class Replica:
                  check_invariants: bool = False, macro_steps: bool = True,
                  horizon_s: float = float("inf"), max_run_steps: int = 256,
                  role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1,
-                 step_sink: list | None = None):
+                 step_sink: list | None = None, span_finishes: bool = True):
         self.env = env
         self.step_sink = step_sink   # a list receiving one tuple per step (record_steps)
         self.pool = pool
@@ -70,6 +71,7 @@ class Replica:
         self.on_end = on_end
         self.check_invariants = check_invariants
         self.macro_steps = macro_steps
+        self.span_finishes = span_finishes   # macro-steps may run through request finishes
         self.horizon_s = horizon_s
         self.max_run_steps = max_run_steps
         self.role = role
@@ -90,10 +92,13 @@ class Replica:
         self._run_proc = None
         self._run_ends = None
         self._run_durs = None
-        self._run_used = None
+        self._run_fins = None
         self._run_out = None
-        self._run_k = 0
+        self._run_k = 0         # the macro-step ends after step k ...
+        self._run_a = 0         # ... and has applied steps 1..a (sync)
+        self.fin_due_s = INF    # end of the first unapplied step of the run that finishes one
         self.num_arrivals = 0
+        self.num_cuts = 0       # work queued here during a macro-step (sizes _run_cap)
         self.num_runs = 0
         self.engines = [VirtualEngine(self, s, i) for i, s in enumerate(schedulers)]
         self.num_outstanding = 0
@@ -113,7 +118,7 @@ class Replica:
     @property
     def kv_usage(self) -> float:
         if self._run_proc is not None:
-            return self._run_kv_usage()
+            self.sync(self.env.now)
         if len(self.engines) == 1:
             return self.engines[0].scheduler.kv.usage
         used = sum(e.scheduler.kv.num_used_blocks for e in self.engines)
@@ -316,7 +321,7 @@ class Replica:
                 self.num_steps += 1
                 yield env.timeout(end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
-                  and not out.extra_s and sched.decode_run_limit() > 1):
+                  and not out.extra_s):
                 yield from self._decode_run(ve, sched, out, now, dt)
                 continue
             else:
@@ -337,116 +342,95 @@ class Replica:
                 self._sample()
 
     def _decode_run(self, ve, sched, out, now, dt):
-        """Exact macro-step: run k decode steps of an unchanged batch as one SimPy timeout.
+        """Exact macro-step: run k decode steps as one SimPy timeout.
 
-        k stops at the step in which the next request finishes, the last step before a
-        block shortage, the step that crosses the next timeline sample or the run's horizon;
-        an arrival routed here meanwhile interrupts it at the end of the step it arrived in.
-        The state after it is the state k single steps would leave (step times from
-        ``CostModel.decode_run_s`` equal ``step_time_s`` to ~1e-15)."""
+        The plan (:meth:`Scheduler.plan_decode_run`) goes through request finishes when
+        ``span_finishes`` and no incoming context waits for room a finish could free (the
+        batch shrinks at known steps) and stops before a block shortage,
+        at the step that crosses the next timeline sample or the run's horizon, or after
+        ``_run_cap`` steps; an arrival routed here meanwhile cuts it at the end of the step it
+        arrived in. Finishes inside the run are applied when someone looks (:meth:`sync`, called
+        by the cluster before it routes and by :attr:`kv_usage`) or when the run ends; the state
+        after it is the state k single steps would leave (step times from
+        ``CostModel.decode_step_line`` equal ``step_time_s`` to ~1e-15)."""
         env = self.env
-        kv = sched.kv
-        agg = out.agg
-        k = min(sched.decode_run_limit(), self._run_cap())
-        nd = agg.decode_seqs
-        c = agg.decode_ctx_sum
-        step = self.cost.step_time_s
-        limit = min(self._next_sample_s, self.horizon_s)
-        grows = kv.decode_grows
-        if grows:
-            free = kv.num_free_blocks
-            pc = sched._phase_count
-            bs = sched.block_size
-            D = sched.D
-            nb = kv.num_blocks
-            used = [nb - free]       # blocks in use once step i+1 is scheduled (router view)
-        t = now + dt
-        ends = [now, t]
-        durs = [dt]
-        i = 1
-        # intermediate steps must end before the next sample / horizon, and their block needs
-        # must fit without preemption
-        while i < k and t < limit:
-            if grows:
-                free -= pc[(D + i) % bs]
-                if free < 0:
-                    break
-                used.append(nb - free)
-            c += nd
-            d = step((0, 0, 0, 0, 0, nd, c, nd))
-            t += d
-            ends.append(t)
-            durs.append(d)
-            i += 1
-        k = i
+        ends, durs, fins = sched.plan_decode_run(
+            now, now + dt, self._run_cap(), min(self._next_sample_s, self.horizon_s),
+            self.cost.decode_step_line, self.span_finishes and not ve.incoming)
+        k = len(ends) - 1
         if k > 1 and ends[k] >= self.horizon_s:
             k -= 1      # a step ending past the horizon is never applied: stop before it
+            if fins and fins[-1] >= k:
+                fins.pop()
         self._run_ends = ends
         self._run_durs = durs
-        self._run_used = used if grows else None
+        self._run_fins = fins
         self._run_out = out
         self._run_k = k
+        self._run_a = 0
+        self.fin_due_s = ends[fins[0]] if fins else INF
+        self._kv_t = self._busy_until_s = ends[k]
         self._run_proc = ve
-        try:
-            yield env.timeout(ends[k] - now)
-        except simpy.Interrupt as intr:
-            if intr.cause is KILL:
-                raise
-            k = intr.cause
-            self._run_k = k
-            yield env.timeout(ends[k] - env.now)
+        yield env.timeout(ends[k] - now)      # _retarget may make it end earlier
+        k = self._run_k
         self._run_proc = None
-        self._apply_run(sched, out, ends, durs, k, env.now)
-
-    def _apply_run(self, sched, out, ends, durs, k, t_end) -> None:
-        """Apply the first ``k`` steps of a macro-step (the last one ending at ``t_end``),
-        accounting each step as single stepping would (same float operations, same order)."""
-        kv = sched.kv
-        nb = kv.num_blocks
-        used = kv.num_used_blocks
-        integral = self.kv_usage_integral
-        busy = self.busy_s
-        grows = kv.decode_grows
-        if grows:
-            pc = sched._phase_count
-            D = sched.D
-            bs = sched.block_size
-        for i in range(k):
-            d = durs[i]
-            busy += d
-            integral += used / nb * d
-            if grows:
-                used += pc[(D + i + 1) % bs]
-        self.busy_s = busy
-        self.kv_usage_integral = integral
-        self._kv_t = ends[k]
-        self._busy_until_s = ends[k]
-        self.num_steps += k
-        self.num_runs += 1
-        sched.run_decode_steps(ends, k - 1)
-        sched.update_from_output(out, t_end)
+        self.fin_due_s = INF
+        self._apply_run(sched, k)
         if self.check_invariants:
-            kv.check()
+            sched.kv.check()
         if sched.finished:
             self._collect(sched)
-        if t_end >= self._next_sample_s:
+        if env.now >= self._next_sample_s:
             self._sample()
 
-    def _run_kv_usage(self) -> float:
-        """KV usage inside a macro-step as single stepping would show it now: the blocks of
-        every step scheduled by now (a step is scheduled when the previous one ends)."""
-        kv = self._run_proc.scheduler.kv
-        used = self._run_used
-        if used is None:
-            return kv.usage
-        m = bisect.bisect_right(self._run_ends, self.env.now, 1, self._run_k) - 1
-        return used[m] / kv.num_blocks
+    def _apply_run(self, sched, k) -> None:
+        """Apply steps ``_run_a+1 .. k`` of the macro-step, the last one ending the run at
+        ``ends[k]``, with the accounting single stepping would do."""
+        ends = self._run_ends
+        durs = self._run_durs
+        busy, integral = sched.run_decode_steps(ends, durs, self._run_a, k - 1, self.busy_s,
+                                                self.kv_usage_integral)
+        kv = sched.kv
+        d = durs[k - 1]
+        self.busy_s = busy + d
+        self.kv_usage_integral = integral + kv.num_used_blocks / kv.num_blocks * d
+        self._kv_t = self._busy_until_s = ends[k]
+        self.num_steps += k - self._run_a
+        self.num_runs += 1
+        self._run_a = k
+        sched.update_from_output(self._run_out, ends[k])
+
+    def sync(self, now: float) -> None:
+        """Bring a replica inside a macro-step to the state single stepping shows at ``now``:
+        apply the steps that ended by then (finishes included) except the run's last one,
+        which its own process applies."""
+        ve = self._run_proc
+        if ve is None:
+            return
+        ends = self._run_ends
+        a = self._run_a
+        j = bisect.bisect_right(ends, now, a + 1, self._run_k) - 1
+        if j <= a:
+            return
+        sched = ve.scheduler
+        self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
+            ends, self._run_durs, a, j, self.busy_s, self.kv_usage_integral)
+        self.num_steps += j - a
+        self._run_a = j
+        fins = self._run_fins
+        i = bisect.bisect_right(fins, j)
+        self.fin_due_s = ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
+        if self.check_invariants:
+            sched.kv.check()
+        if sched.finished:
+            self._collect(sched)
 
     def _run_cap(self) -> int:
-        """Steps to precompute for a macro-step: about twice the mean number of decode steps
-        between two arrivals at this replica (an arrival usually ends the run), 4 to
-        ``max_run_steps``. Any cap gives the same results; this one only saves work."""
-        n = self.num_arrivals
+        """Steps to precompute for a macro-step: about twice the mean number of steps between
+        two cuts of a macro-step at this replica (an arrival or a hand-off usually cuts the run
+        short), 4 to ``max_run_steps``. Any cap gives the same results; this one only saves
+        work."""
+        n = self.num_cuts
         if not n:
             return self.max_run_steps
         cap = 2 * self.num_steps // n
@@ -454,15 +438,34 @@ class Replica:
 
     def _interrupt_run(self, t: float) -> None:
         """An arrival at ``t`` was queued on a replica inside a macro-step: end the macro-step
-        at the end of the step that contains ``t``."""
+        at the end of the step that contains ``t`` (never one already applied)."""
         ends = self._run_ends
         k = self._run_k
-        j = bisect.bisect_left(ends, t, 1, k + 1)
-        if j < 1:
-            j = 1
+        a = self._run_a + 1
+        j = bisect.bisect_left(ends, t, a, k + 1)
+        self.num_cuts += 1
         if j < k:
             self._run_k = j
-            self.procs[0].interrupt(j)
+            self._kv_t = self._busy_until_s = ends[j]
+            fins = self._run_fins
+            if fins and fins[-1] >= j:
+                del fins[bisect.bisect_left(fins, j):]
+                i = bisect.bisect_right(fins, self._run_a)
+                self.fin_due_s = ends[fins[i]] if i < len(fins) else INF
+            self._retarget(ends[j])
+
+    def _retarget(self, t: float) -> None:
+        """Make the engine process, suspended on the macro-step's timeout, resume at ``t``
+        instead (earlier). Same effect as interrupting it and yielding a new timeout, without
+        the interrupt event and exception: the process's ``_resume`` callback moves from the old
+        timeout (which then fires with no callback) to a new one. Relies on SimPy 4's
+        ``Process._target`` / ``_resume``, which ``Process.interrupt`` uses the same way."""
+        proc = self.procs[0]
+        old = proc._target
+        old.callbacks.remove(proc._resume)
+        ev = self.env.timeout(t - self.env.now)
+        ev.callbacks.append(proc._resume)
+        proc._target = ev
 
     def trim_to(self, t: float) -> None:
         """The run stopped at ``t`` with a step in flight: take the part of it past ``t`` off
@@ -485,10 +488,11 @@ class Replica:
         ve = self._run_proc
         if ve is not None:
             ends, k = self._run_ends, self._run_k
-            j = bisect.bisect_right(ends, now, 1, k + 1) - 1
+            j = bisect.bisect_right(ends, now, self._run_a + 1, k + 1) - 1
             self._run_proc = None
-            if j >= 1:
-                self._apply_run(ve.scheduler, self._run_out, ends, self._run_durs, j, ends[j])
+            self.fin_due_s = INF
+            if j > self._run_a:
+                self._apply_run(ve.scheduler, j)
         over = self._busy_until_s - now
         if over > 0:
             self.busy_s -= over

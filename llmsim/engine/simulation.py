@@ -289,6 +289,7 @@ class Simulation:
         notes = []
         for r in self.replicas:
             if r.alive:
+                r.sync(simulated_s)     # finishes inside a macro-step in flight
                 r.trim_to(simulated_s)
                 r._account_kv()
         unfinished = self.cluster.unfinished()

@@ -103,6 +103,9 @@ class Scheduler:
 
     name = "base"
     supports_macro = True   # the engine may batch identical decode steps (see run_decode_steps)
+    # macro-steps may run through finishes (a finisher leaves the batch; False for static
+    # batching, whose finished requests keep their slot until the whole batch is done)
+    spans_finishes = True
 
     def __init__(self, kv, *, max_num_seqs=256, max_num_batched_tokens=8192,
                  enable_chunked_prefill=False, preemption_mode="recompute",
@@ -315,16 +318,6 @@ class Scheduler:
         kv.allocate_blocks(need)
         self._decode_reserved = 1
         return npre
-
-    def decode_blocks_needed(self, steps: int) -> list:
-        """Blocks the decode group will need at each of the next ``steps`` decode steps after
-        the current one (membership unchanged)."""
-        if not self.kv.decode_grows:
-            return [0] * steps
-        bs = self.block_size
-        pc = self._phase_count
-        D = self.D
-        return [pc[(D + i) % bs] for i in range(1, steps + 1)]
 
     # ------------------------------------------------------------------ state changes --
     def _held_tokens(self, st) -> int:
@@ -566,57 +559,136 @@ class Scheduler:
                     self.n_capped += 1
 
     # ------------------------------------------------------------------ macro-steps ----
-    def decode_run_limit(self) -> int:
-        """How many decode steps, counting the one just scheduled, the decode group can run
-        before its membership changes: up to and including the step at which the next request
-        finishes (or crosses the sliding window). 1 when nothing can be batched."""
+    def plan_decode_run(self, now: float, t1: float, cap: int, limit_s: float, line_of,
+                        span: bool):
+        """Plan an exact macro-step: up to ``cap`` decode-only steps starting with the one just
+        scheduled (it started at ``now`` and ends at ``t1``), as single stepping would run
+        them with nothing admitted in between. Returns ``(ends, durs, fin_steps)``: ``ends[0] =
+        now``, ``ends[i]`` the end of step ``i``, ``durs[i-1]`` its duration, ``fin_steps`` the
+        sorted steps ``i < len(ends) - 1`` after which some request finishes.
+
+        Step ``i + 1`` is evaluated with ``line_of(nd)`` (:meth:`CostModel.decode_step_line`)
+        at the context sum left after step ``i``'s finishers. The plan stops after the step that
+        ends at or past ``limit_s`` (timeline sample, horizon), before a step whose block needs
+        would not fit without preemption (counted without the blocks finishers free, so the
+        steps kept never preempt), when every decoder has finished, and — unless ``span``
+        (nothing is waiting that a finish could let in) — at the step in which the next request
+        finishes (or crosses the sliding window)."""
+        ends = [now, t1]
+        durs = [t1 - now]
         heap = self._finish_heap
         while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
             heapq.heappop(heap)
-        if not heap or self.n_capped or self.swapped:
-            return 1
-        k = heap[0][0] - self.D
-        if self.window is not None:
-            wh = self._window_heap
-            while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
-                              and not wh[0][2].capped):
-                heapq.heappop(wh)
-            if wh:
-                k = min(k, wh[0][0] - self.D)
-        return max(k, 1)
+        if not heap or self.n_capped or self.swapped or cap <= 1:
+            return ends, durs, []
+        D0 = self.D
+        fins = []
+        if span and self.spans_finishes and self.window is None:
+            # finishers of steps 1 .. cap-1 change the batch of later steps: take them in
+            # order (the heap keeps them: pushed back as they were)
+            upto = D0 + cap - 1
+            while heap and heap[0][0] <= upto:
+                e = heapq.heappop(heap)
+                st = e[2]
+                if st.active and st.phase == DECODE:
+                    fins.append(e)
+            for e in fins:
+                heapq.heappush(heap, e)
+        else:
+            k = heap[0][0] - D0
+            if self.window is not None:
+                wh = self._window_heap
+                while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
+                                  and not wh[0][2].capped):
+                    heapq.heappop(wh)
+                if wh and wh[0][0] - D0 < k:
+                    k = wh[0][0] - D0
+            if k < cap:
+                cap = k
+        kv = self.kv
+        grows = kv.decode_grows
+        free = kv.num_free_blocks
+        pc = self._phase_count
+        bs = self.block_size
+        nd = self.nd
+        K = self.K
+        a1, b1, a2, b2, g, q = line_of(nd)
+        fin_steps = []
+        nf = len(fins)
+        fi = 0
+        nxt = fins[0][0] if nf else -1
+        t = t1
+        i = 1
+        while i < cap and t < limit_s:
+            Di = D0 + i
+            if nxt == Di:
+                fin_steps.append(i)
+                while fi < nf and fins[fi][0] == Di:
+                    st = fins[fi][2]
+                    nd -= 1
+                    K -= st.c0 - st.d0
+                    fi += 1
+                nxt = fins[fi][0] if fi < nf else -1
+                if not nd:
+                    break
+                a1, b1, a2, b2, g, q = line_of(nd)
+            if grows:
+                free -= pc[Di % bs]
+                if free < 0:
+                    break
+            c = K + nd * Di
+            d = a1 + b1 * c
+            x = a2 + b2 * c
+            if x > d:
+                d = x
+            if g > d:
+                d = g
+            d += q
+            t += d
+            ends.append(t)
+            durs.append(d)
+            i += 1
+        if fin_steps and fin_steps[-1] >= len(ends) - 1:
+            fin_steps.pop()
+        return ends, durs, fin_steps
 
-    def run_decode_steps(self, ends, m: int) -> None:
-        """Exactly ``m`` × (update_from_output, schedule) of a decode-only step with nothing to
-        admit, for steps ending at ``ends[1..m]`` that finish no request and whose block needs
-        fit (the caller checked both with ``decode_run_limit`` and the phase counts).
-        Leaves the state as after scheduling step m (its blocks reserved)."""
-        if m <= 0:
-            return
+    def run_decode_steps(self, ends, durs, a: int, m: int, busy_s: float,
+                         kv_integral: float) -> tuple:
+        """Steps ``a+1 .. m`` of a planned macro-step (:meth:`plan_decode_run`), each as one
+        ``update_from_output`` (ITL, tokens, finishes at ``ends[i]``) followed by the
+        ``schedule`` of the next decode-only step (its blocks reserved), on a state that has
+        applied steps ``1 .. a`` and scheduled step ``a + 1``. Also returns the replica's busy
+        time and KV-usage integral with each step added when it starts, as single stepping
+        accounts them: ``(busy_s, kv_integral)``."""
+        if m <= a:
+            return busy_s, kv_integral
         kv = self.kv
         grows = kv.decode_grows
         pc = self._phase_count
         bs = self.block_size
-        self._advance_decodes(ends[1])          # the first step closes the joined groups
-        if grows:
-            kv.num_free_blocks -= pc[self.D % bs]
-        if m == 1:
-            return
-        nd = self.nd - self._padding
+        nb = kv.num_blocks
+        heap = self._finish_heap
         add = self.itl.add
-        last = ends[1]
-        D = self.D
-        free = kv.num_free_blocks
-        for i in range(2, m + 1):
+        last = self._last_decode_end_s
+        for i in range(a + 1, m + 1):
+            d = durs[i - 1]
+            busy_s += d
+            kv_integral += (nb - kv.num_free_blocks) / nb * d
             t = ends[i]
-            add(t - last, nd)
+            if i == 1 or (heap and heap[0][0] <= self.D + 1):
+                self._decode_reserved = 0
+                self._advance_decodes(t)      # joined groups, finishes
+            else:
+                nd = self.nd - self._padding
+                add(t - last, nd)
+                self.tokens_out += nd
+                self.D += 1
+                self._last_decode_end_s = t
             last = t
-            D += 1
-            if grows:
-                free -= pc[D % bs]
-        self.D = D
-        kv.num_free_blocks = free
-        self._last_decode_end_s = last
-        self.tokens_out += nd * (m - 1)
+            if grows and self.nd:
+                kv.num_free_blocks -= pc[self.D % bs]
+                self._decode_reserved = 1
+        return busy_s, kv_integral
 
     def _on_decode_finished(self, st, now):
         self._remove_running(st)

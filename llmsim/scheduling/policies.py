@@ -29,6 +29,7 @@ from llmsim.scheduling.base import DECODE, Scheduler
 
 class StaticScheduler(Scheduler):
     name = "static"
+    spans_finishes = False
 
     def __init__(self, kv, **kw):
         super().__init__(kv, **kw)

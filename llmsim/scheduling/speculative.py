@@ -294,16 +294,12 @@ class SpeculativeMixin:
             out.extra_s += extra
         return out
 
-    # -- no macro-steps --------------------------------------------------------------------
-    def decode_run_limit(self) -> int:
-        return 1
-
-    def decode_blocks_needed(self, steps: int) -> list:
+    # -- no macro-steps (supports_macro is False) ---------------------------------------------
+    def plan_decode_run(self, now, t1, cap, limit_s, line_of, span):
         raise NotImplementedError("speculative decoding runs one step at a time")
 
-    def run_decode_steps(self, ends, m: int) -> None:
-        if m > 0:
-            raise NotImplementedError("speculative decoding runs one step at a time")
+    def run_decode_steps(self, ends, durs, a, m, busy_s, kv_integral):
+        raise NotImplementedError("speculative decoding runs one step at a time")
 
     def drain_unfinished(self):
         out = []
