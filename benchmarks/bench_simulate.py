@@ -7,7 +7,11 @@ second, peak RSS, and the machine-independent ratio
     (wall time per simulated request) / (wall time of one bare SimPy timeout)
 measured in the same process.
 
-    python benchmarks/bench_simulate.py --requests 100000 --replicas 8 [--policy vllm] [--repeat 3]
+    python benchmarks/bench_simulate.py --requests 100000 --replicas 16 --rate-per-replica 10.3 \
+        [--policy vllm] [--repeat 3]
+
+The wall time is the median of ``--repeat`` runs (default 3); the bare timeout the median of 5
+measurements taken after the runs.
 """
 from __future__ import annotations
 
@@ -20,18 +24,21 @@ import time
 import simpy
 
 
-def bare_timeout_s(n: int = 200_000) -> float:
-    """Wall seconds of one bare SimPy timeout (a process yielding timeouts back to back)."""
-    env = simpy.Environment()
+def bare_timeout_s(n: int = 200_000, repeat: int = 5) -> float:
+    """Wall seconds of one bare SimPy timeout (a process yielding timeouts back to back),
+    median of ``repeat`` measurements of ``n`` timeouts each."""
+    def once():
+        env = simpy.Environment()
 
-    def proc():
-        for _ in range(n):
-            yield env.timeout(1.0)
+        def proc():
+            for _ in range(n):
+                yield env.timeout(1.0)
 
-    env.process(proc())
-    t0 = time.perf_counter()
-    env.run()
-    return (time.perf_counter() - t0) / n
+        env.process(proc())
+        t0 = time.perf_counter()
+        env.run()
+        return (time.perf_counter() - t0) / n
+    return statistics.median(once() for _ in range(repeat))
 
 
 def scenario(requests: int, replicas: int, rate: float, policy: str, seed: int) -> dict:
@@ -60,7 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-per-replica", type=float, default=None,
                     help="arrival rate per replica (default: 70%% of measured capacity)")
     ap.add_argument("--policy", default="vllm")
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
 
     from llmsim.api import simulate
@@ -87,7 +94,7 @@ def main(argv=None) -> int:
     print(f"requests={args.requests} replicas={args.replicas} policy={args.policy} "
           f"rate={rate * args.replicas:.1f} req/s")
     print(f"finished={s['requests']['finished']} simulated_s={s['simulated_s']:.1f} "
-          f"events={s['events']} p50 ttft={s['ttft_s']['p50']:.3f}s "
+          f"events={s['events']} ({s['events'] / args.requests:.2f} per request) p50 ttft={s['ttft_s']['p50']:.3f}s "
           f"p50 tpot={s['tpot_s']['p50'] * 1e3:.1f}ms")
     print(f"wall_s (median of {args.repeat})={wall:.2f}  all={['%.2f' % w for w in walls]}")
     print(f"simulated requests per wall second={args.requests / wall:,.0f}")

@@ -93,6 +93,7 @@ class Replica:
         self._run_ends = None
         self._run_durs = None
         self._run_fins = None
+        self._run_plan = None   # DecodeRunPlan of the macro-step in flight
         self._run_out = None
         self._run_k = 0         # the macro-step ends after step k ...
         self._run_a = 0         # ... and has applied steps 1..a (sync)
@@ -271,7 +272,7 @@ class Replica:
         while True:
             if ve.incoming or ve.ready or ve.control is not None:
                 self._boundary(ve)
-            if not sched.has_work():
+            if not (sched.running or sched.waiting or sched.swapped):     # has_work()
                 self._sample()
                 self._account_kv()
                 ve.wake = env.event()
@@ -283,7 +284,7 @@ class Replica:
             out = sched.schedule(now)
             if sched.finished:
                 self._collect(sched)
-            if out.is_empty:
+            if not out.prefills and not out.num_decodes:
                 if ve.holding or ve.inflight:
                     # blocks are held for contexts on the wire: wait until one has moved
                     empty_in_a_row = 0
@@ -322,7 +323,10 @@ class Replica:
                 yield env.timeout(end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
                   and not out.extra_s):
-                yield from self._decode_run(ve, sched, out, now, dt)
+                t_end = self._start_run(ve, sched, out, now, dt)
+                while t_end is not None:
+                    yield env.timeout(t_end - env.now)
+                    t_end = self._continue_run(sched)   # extends the run, or ends it
                 continue
             else:
                 self.busy_s += dt
@@ -341,47 +345,73 @@ class Replica:
             if env.now >= self._next_sample_s:
                 self._sample()
 
-    def _decode_run(self, ve, sched, out, now, dt):
-        """Exact macro-step: run k decode steps as one SimPy timeout.
+    def _start_run(self, ve, sched, out, now, dt) -> float:
+        """Start an exact macro-step: steps run as one SimPy timeout, to the time returned
+        (the engine then calls :meth:`_continue_run` when it fires).
 
-        The plan (:meth:`Scheduler.plan_decode_run`) goes through request finishes when
-        ``span_finishes`` and no incoming context waits for room a finish could free (the
-        batch shrinks at known steps) and stops before a block shortage,
-        at the step that crosses the next timeline sample or the run's horizon, or after
-        ``_run_cap`` steps; an arrival routed here meanwhile cuts it at the end of the step it
-        arrived in. Finishes inside the run are applied when someone looks (:meth:`sync`, called
-        by the cluster before it routes and by :attr:`kv_usage`) or when the run ends; the state
-        after it is the state k single steps would leave (step times from
-        ``CostModel.decode_step_line`` equal ``step_time_s`` to ~1e-15)."""
-        env = self.env
-        ends, durs, fins = sched.plan_decode_run(
-            now, now + dt, self._run_cap(), min(self._next_sample_s, self.horizon_s),
-            self.cost.decode_step_line, self.span_finishes and not ve.incoming)
+        The plan (:class:`~llmsim.scheduling.runs.DecodeRunPlan`) goes through request
+        finishes when ``span_finishes`` and no incoming context waits for room a finish could
+        free (the batch shrinks at known steps) and stops before a block shortage, at the step
+        that crosses the next timeline sample or the run's horizon; it is planned
+        ``_run_cap()`` steps at a time. An arrival routed here meanwhile cuts the run at the
+        end of the step it arrived in (:meth:`_interrupt_run`). Finishes inside the run are
+        applied when someone looks (:meth:`sync`, called by the cluster before it routes and by
+        :attr:`kv_usage`) or when the run ends; the state after it is the state single steps
+        would leave (step times from ``CostModel.decode_step_line`` equal ``step_time_s`` to
+        ~1e-15)."""
+        plan = sched.plan_decode_run(now, now + dt, min(self._next_sample_s, self.horizon_s),
+                                     self.cost.decode_step_line,
+                                     self.span_finishes and not ve.incoming)
+        plan.extend(self._run_cap())
+        self._run_plan = plan
+        self._run_ends = plan.ends
+        self._run_durs = plan.durs
+        self._run_fins = plan.fin_steps
+        self._run_out = out
+        self._run_a = 0
+        self._run_k = 0
+        self._run_proc = ve
+        return self._set_run_end()
+
+    def _set_run_end(self) -> float:
+        """The run ends with its last planned step (or the one before, when that one would
+        end past the horizon); returns that end."""
+        plan = self._run_plan
+        ends = plan.ends
         k = len(ends) - 1
         if k > 1 and ends[k] >= self.horizon_s:
             k -= 1      # a step ending past the horizon is never applied: stop before it
+            plan.open = False
+            fins = plan.fin_steps
             if fins and fins[-1] >= k:
                 fins.pop()
-        self._run_ends = ends
-        self._run_durs = durs
-        self._run_fins = fins
-        self._run_out = out
         self._run_k = k
-        self._run_a = 0
-        self.fin_due_s = ends[fins[0]] if fins else INF
+        fins = plan.fin_steps
+        i = bisect.bisect_right(fins, self._run_a)
+        self.fin_due_s = ends[fins[i]] if i < len(fins) else INF
         self._kv_t = self._busy_until_s = ends[k]
-        self._run_proc = ve
-        yield env.timeout(ends[k] - now)      # _retarget may make it end earlier
-        k = self._run_k
+        return ends[k]
+
+    def _continue_run(self, sched):
+        """The run's timeout fired at ``ends[_run_k]``: plan more steps if the plan can go on
+        and nothing cut the run (returns the new end), else apply what is left (None)."""
+        plan = self._run_plan
+        if plan.open:
+            k = self._run_k
+            plan.extend(self._run_cap())
+            if len(plan.ends) - 1 > k:
+                return self._set_run_end()
         self._run_proc = None
+        self._run_plan = None
         self.fin_due_s = INF
-        self._apply_run(sched, k)
+        self._apply_run(sched, self._run_k)
         if self.check_invariants:
             sched.kv.check()
         if sched.finished:
             self._collect(sched)
-        if env.now >= self._next_sample_s:
+        if self.env.now >= self._next_sample_s:
             self._sample()
+        return None
 
     def _apply_run(self, sched, k) -> None:
         """Apply steps ``_run_a+1 .. k`` of the macro-step, the last one ending the run at
@@ -426,14 +456,14 @@ class Replica:
             self._collect(sched)
 
     def _run_cap(self) -> int:
-        """Steps to precompute for a macro-step: about twice the mean number of steps between
+        """Steps to plan at a time for a macro-step: about the mean number of steps between
         two cuts of a macro-step at this replica (an arrival or a hand-off usually cuts the run
-        short), 4 to ``max_run_steps``. Any cap gives the same results; this one only saves
-        work."""
+        short), 4 to ``max_run_steps``. Any value gives the same results: a run that gets this
+        far without a cut plans more (:meth:`_continue_run`)."""
         n = self.num_cuts
         if not n:
             return self.max_run_steps
-        cap = 2 * self.num_steps // n
+        cap = self.num_steps // n
         return 4 if cap < 4 else (self.max_run_steps if cap > self.max_run_steps else cap)
 
     def _interrupt_run(self, t: float) -> None:
@@ -444,6 +474,7 @@ class Replica:
         a = self._run_a + 1
         j = bisect.bisect_left(ends, t, a, k + 1)
         self.num_cuts += 1
+        self._run_plan.open = False      # the run ends at the end of step j: no more planning
         if j < k:
             self._run_k = j
             self._kv_t = self._busy_until_s = ends[j]
@@ -490,6 +521,7 @@ class Replica:
             ends, k = self._run_ends, self._run_k
             j = bisect.bisect_right(ends, now, self._run_a + 1, k + 1) - 1
             self._run_proc = None
+            self._run_plan = None
             self.fin_due_s = INF
             if j > self._run_a:
                 self._apply_run(ve.scheduler, j)

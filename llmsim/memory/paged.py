@@ -13,7 +13,8 @@ class PagedKVCacheManager(KVCacheManager):
     decode_grows = True
 
     def _extra_blocks(self, held_tokens: int, after_tokens: int) -> int:
-        return self.blocks_for(after_tokens) - self.blocks_for(held_tokens)
+        bs = self.block_size
+        return (held_tokens // -bs) - (after_tokens // -bs)     # ceil(after/bs) - ceil(held/bs)
 
     def can_allocate(self, request, held_tokens, num_kv_tokens_after, use_watermark=False):
         need = self._extra_blocks(held_tokens, num_kv_tokens_after)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from array import array
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,11 @@ class ItlRecorder:
     def add(self, gap_s: float, count: int) -> None:
         self.gaps_s.append(gap_s)
         self.counts.append(count)
+
+    def add_many(self, gaps_s: list, count: int) -> None:
+        """``add(gap, count)`` for every gap of ``gaps_s`` (the steps of a macro-step)."""
+        self.gaps_s.extend(gaps_s)
+        self.counts.extend(repeat(count, len(gaps_s)))
 
     def arrays(self):
         return (np.frombuffer(self.gaps_s, dtype=np.float64).copy() if len(self.gaps_s)

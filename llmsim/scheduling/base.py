@@ -26,6 +26,7 @@ import heapq
 
 from llmsim.cost.types import BatchAggregates
 from llmsim.scheduling.queue import make_queue
+from llmsim.scheduling.runs import DecodeRunPlan
 from llmsim.workload.request import FINISHED, REJECTED
 
 PREFILL = 0
@@ -78,6 +79,9 @@ class NullItl:
     """ITL sink that drops samples (for tests that do not look at ITL)."""
 
     def add(self, gap_s: float, count: int) -> None:
+        pass
+
+    def add_many(self, gaps_s: list, count: int) -> None:
         pass
 
 
@@ -559,98 +563,11 @@ class Scheduler:
                     self.n_capped += 1
 
     # ------------------------------------------------------------------ macro-steps ----
-    def plan_decode_run(self, now: float, t1: float, cap: int, limit_s: float, line_of,
-                        span: bool):
-        """Plan an exact macro-step: up to ``cap`` decode-only steps starting with the one just
-        scheduled (it started at ``now`` and ends at ``t1``), as single stepping would run
-        them with nothing admitted in between. Returns ``(ends, durs, fin_steps)``: ``ends[0] =
-        now``, ``ends[i]`` the end of step ``i``, ``durs[i-1]`` its duration, ``fin_steps`` the
-        sorted steps ``i < len(ends) - 1`` after which some request finishes.
-
-        Step ``i + 1`` is evaluated with ``line_of(nd)`` (:meth:`CostModel.decode_step_line`)
-        at the context sum left after step ``i``'s finishers. The plan stops after the step that
-        ends at or past ``limit_s`` (timeline sample, horizon), before a step whose block needs
-        would not fit without preemption (counted without the blocks finishers free, so the
-        steps kept never preempt), when every decoder has finished, and — unless ``span``
-        (nothing is waiting that a finish could let in) — at the step in which the next request
-        finishes (or crosses the sliding window)."""
-        ends = [now, t1]
-        durs = [t1 - now]
-        heap = self._finish_heap
-        while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
-            heapq.heappop(heap)
-        if not heap or self.n_capped or self.swapped or cap <= 1:
-            return ends, durs, []
-        D0 = self.D
-        fins = []
-        if span and self.spans_finishes and self.window is None:
-            # finishers of steps 1 .. cap-1 change the batch of later steps: take them in
-            # order (the heap keeps them: pushed back as they were)
-            upto = D0 + cap - 1
-            while heap and heap[0][0] <= upto:
-                e = heapq.heappop(heap)
-                st = e[2]
-                if st.active and st.phase == DECODE:
-                    fins.append(e)
-            for e in fins:
-                heapq.heappush(heap, e)
-        else:
-            k = heap[0][0] - D0
-            if self.window is not None:
-                wh = self._window_heap
-                while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
-                                  and not wh[0][2].capped):
-                    heapq.heappop(wh)
-                if wh and wh[0][0] - D0 < k:
-                    k = wh[0][0] - D0
-            if k < cap:
-                cap = k
-        kv = self.kv
-        grows = kv.decode_grows
-        free = kv.num_free_blocks
-        pc = self._phase_count
-        bs = self.block_size
-        nd = self.nd
-        K = self.K
-        a1, b1, a2, b2, g, q = line_of(nd)
-        fin_steps = []
-        nf = len(fins)
-        fi = 0
-        nxt = fins[0][0] if nf else -1
-        t = t1
-        i = 1
-        while i < cap and t < limit_s:
-            Di = D0 + i
-            if nxt == Di:
-                fin_steps.append(i)
-                while fi < nf and fins[fi][0] == Di:
-                    st = fins[fi][2]
-                    nd -= 1
-                    K -= st.c0 - st.d0
-                    fi += 1
-                nxt = fins[fi][0] if fi < nf else -1
-                if not nd:
-                    break
-                a1, b1, a2, b2, g, q = line_of(nd)
-            if grows:
-                free -= pc[Di % bs]
-                if free < 0:
-                    break
-            c = K + nd * Di
-            d = a1 + b1 * c
-            x = a2 + b2 * c
-            if x > d:
-                d = x
-            if g > d:
-                d = g
-            d += q
-            t += d
-            ends.append(t)
-            durs.append(d)
-            i += 1
-        if fin_steps and fin_steps[-1] >= len(ends) - 1:
-            fin_steps.pop()
-        return ends, durs, fin_steps
+    def plan_decode_run(self, now: float, t1: float, limit_s: float, line_of,
+                        span: bool) -> DecodeRunPlan:
+        """An exact macro-step starting with the step just scheduled (from ``now`` to
+        ``t1``); see :class:`~llmsim.scheduling.runs.DecodeRunPlan` (the caller extends it)."""
+        return DecodeRunPlan(self, now, t1, limit_s, line_of, span)
 
     def run_decode_steps(self, ends, durs, a: int, m: int, busy_s: float,
                          kv_integral: float) -> tuple:
@@ -668,26 +585,38 @@ class Scheduler:
         bs = self.block_size
         nb = kv.num_blocks
         heap = self._finish_heap
-        add = self.itl.add
+        gaps = []             # ITL gaps of the steps since the last membership change
+        nd = self.nd - self._padding
         last = self._last_decode_end_s
+        D = self.D
         for i in range(a + 1, m + 1):
             d = durs[i - 1]
             busy_s += d
             kv_integral += (nb - kv.num_free_blocks) / nb * d
             t = ends[i]
-            if i == 1 or (heap and heap[0][0] <= self.D + 1):
+            if i == 1 or (heap and heap[0][0] <= D + 1):
+                if gaps:
+                    self.itl.add_many(gaps, nd)
+                    self.tokens_out += nd * len(gaps)
+                    gaps = []
+                self.D = D
+                self._last_decode_end_s = last
                 self._decode_reserved = 0
                 self._advance_decodes(t)      # joined groups, finishes
-            else:
+                D = self.D
                 nd = self.nd - self._padding
-                add(t - last, nd)
-                self.tokens_out += nd
-                self.D += 1
-                self._last_decode_end_s = t
+            else:
+                gaps.append(t - last)
+                D += 1
             last = t
             if grows and self.nd:
-                kv.num_free_blocks -= pc[self.D % bs]
+                kv.num_free_blocks -= pc[D % bs]
                 self._decode_reserved = 1
+        if gaps:
+            self.itl.add_many(gaps, nd)
+            self.tokens_out += nd * len(gaps)
+        self.D = D
+        self._last_decode_end_s = last
         return busy_s, kv_integral
 
     def _on_decode_finished(self, st, now):

@@ -11,32 +11,18 @@ import heapq
 from collections import deque
 
 
-class FcfsQueue:
-    __slots__ = ("_q",)
+class FcfsQueue(deque):
+    """Arrival order: ``push`` appends, ``push_front`` puts a preempted request back at the
+    head, ``peek``/``pop`` take from the head. A deque (truthiness and length in C: the engine
+    asks them every step)."""
 
-    def __init__(self):
-        self._q = deque()
-
-    def push(self, req) -> None:
-        self._q.append(req)
-
-    def push_front(self, req) -> None:
-        self._q.appendleft(req)
+    __slots__ = ()
+    push = deque.append
+    push_front = deque.appendleft
+    pop = deque.popleft
 
     def peek(self):
-        return self._q[0]
-
-    def pop(self):
-        return self._q.popleft()
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    def __bool__(self) -> bool:
-        return bool(self._q)
-
-    def __iter__(self):
-        return iter(self._q)
+        return self[0]
 
 
 class KeyedQueue:

@@ -295,7 +295,7 @@ class SpeculativeMixin:
         return out
 
     # -- no macro-steps (supports_macro is False) ---------------------------------------------
-    def plan_decode_run(self, now, t1, cap, limit_s, line_of, span):
+    def plan_decode_run(self, now, t1, limit_s, line_of, span):
         raise NotImplementedError("speculative decoding runs one step at a time")
 
     def run_decode_steps(self, ends, durs, a, m, busy_s, kv_integral):

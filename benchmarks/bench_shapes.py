@@ -1,0 +1,79 @@
+"""Speed of the other shapes of the speed issue, against the chat benchmark, in one process.
+
+    python benchmarks/bench_shapes.py [--requests 50000] [--repeat 3] [--skip-mooncake]
+
+Runs (invariant checks off, median of ``--repeat`` runs each) and prints wall seconds per
+simulated request and the ratio to the chat run:
+
+- ``chat``: the workload of ``bench_simulate.py`` (Llama-3.1-8B, 16 × H100-SXM, ``vllm``,
+  least-outstanding, 10.3 req/s per replica);
+- ``sarathi``: the same with the ``sarathi`` scheduler;
+- ``disaggregated``: ``scenarios/disaggregated.yaml`` (2 prefill + 2 decode replicas, KV moved
+  over the network) with ``--requests`` requests;
+- ``prefix caching (Mooncake)``: ``scenarios/prefix_caching.yaml`` on the whole Mooncake
+  conversation trace (``../shared/traces``; 12,031 requests, real time, 4 replicas,
+  ``prefix_affinity``), skipped when the trace is not there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from bench_simulate import scenario  # noqa: E402
+
+MOONCAKE = ["workload.trace.window=null", "workload.trace.speedup=1.0",
+            "cluster.pools.0.replicas=4", "cluster.router=prefix_affinity"]
+
+
+def timed(fn, repeat: int) -> tuple[float, int]:
+    walls = []
+    n = 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        walls.append(time.perf_counter() - t0)
+        n = len(res.requests)
+    return statistics.median(walls), n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=50_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-mooncake", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ["LLMSIM_CHECK_INVARIANTS"] = "0"
+    from llmsim.api import simulate
+
+    n = args.requests
+    runs = [
+        ("chat (vllm)", lambda: simulate(scenario(n, 16, 16 * 10.3, "vllm", 42))),
+        ("sarathi", lambda: simulate(scenario(n, 16, 16 * 10.3, "sarathi", 42))),
+        ("disaggregated", lambda: simulate(str(ROOT / "scenarios/disaggregated.yaml"),
+                                           [f"workload.num_requests={n}"])),
+    ]
+    mooncake = ROOT.parent / "shared" / "traces"
+    if not args.skip_mooncake and mooncake.is_dir():
+        runs.append(("prefix caching (Mooncake)",
+                     lambda: simulate(str(ROOT / "scenarios/prefix_caching.yaml"), MOONCAKE)))
+    base = None
+    print(f"{'run':28s} {'requests':>9s} {'wall s':>8s} {'us/request':>11s} {'vs chat':>8s}")
+    for name, fn in runs:
+        wall, count = timed(fn, args.repeat)
+        per = wall / count
+        if base is None:
+            base = per
+        print(f"{name:28s} {count:9d} {wall:8.2f} {per * 1e6:11.1f} {per / base:7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Plans of exact macro-steps: runs of decode steps whose batch changes only at known steps
+(plain Python, no SimPy).
+
+A :class:`DecodeRunPlan` holds the step end times of a run that starts with the step the
+scheduler just scheduled (step 1, from ``now`` to ``t1``) and continues with decode-only steps,
+as single stepping would run them with nothing admitted in between: ``ends[0] = now``,
+``ends[i]`` the end of step ``i``, ``durs[i-1]`` its duration, ``fin_steps`` the sorted steps
+``i`` after which some request finishes (only those with a later planned step).
+
+Decode step ``i + 1`` is evaluated with ``line_of(nd)`` (``CostModel.decode_step_line``) at the
+context sum left after step ``i``'s finishers. Planning stops — for good (``open`` becomes
+False) — after the step that ends at or past ``limit_s`` (timeline sample, horizon), before a
+step whose block needs would not fit without preemption (counted without the blocks finishers
+free, so the planned steps never preempt), when every decoder has finished, and, unless
+``span`` (nothing is waiting that a finish could let in), at the step in which the next request
+finishes or crosses the sliding window. Otherwise it stops after the steps asked for and
+:meth:`extend` plans more later, exactly as if they had been planned at once: the engine plans
+about as far as the next arrival is likely to cut the run, so little planning is wasted.
+"""
+from __future__ import annotations
+
+import heapq
+
+DECODE = 1      # SeqState.phase of a decoder (llmsim.scheduling.base.DECODE)
+
+
+class DecodeRunPlan:
+    __slots__ = ("ends", "durs", "fin_steps", "open", "_sched", "_line_of", "_limit_s",
+                 "_span", "_D0", "_Di", "_nd", "_K", "_free", "_coef", "_upto",
+                 "_fins", "_fi")
+
+    def __init__(self, sched, now: float, t1: float, limit_s: float, line_of, span: bool):
+        self.ends = [now, t1]
+        self.durs = [t1 - now]
+        self.fin_steps: list = []
+        self._sched = sched
+        self._line_of = line_of
+        self._limit_s = limit_s
+        self.open = False
+        heap = sched._finish_heap
+        while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
+            heapq.heappop(heap)
+        if not heap or sched.n_capped or sched.swapped or t1 >= limit_s:
+            return
+        self._D0 = D0 = sched.D
+        self._Di = D0 + 1                # D at which the next planned step is scheduled
+        self._nd = sched.nd
+        self._K = sched.K
+        self._free = sched.kv.num_free_blocks
+        self._coef = line_of(sched.nd)
+        self._fins: list = []            # finish-heap entries in key order, up to _upto
+        self._fi = 0
+        self._span = span and sched.spans_finishes and sched.window is None
+        if self._span:
+            self._upto = self._Di - 1    # finishers with keys up to here are in _fins
+        else:
+            # no finish inside the run: it ends with the step that reaches the next finish
+            # (or sliding-window crossing) key, scheduled at that key − 1
+            key = heap[0][0]
+            if sched.window is not None:
+                wh = sched._window_heap
+                while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
+                                  and not wh[0][2].capped):
+                    heapq.heappop(wh)
+                if wh and wh[0][0] < key:
+                    key = wh[0][0]
+            self._upto = key - 1          # last D at which a step may be scheduled
+        self.open = True
+
+    def extend(self, n: int) -> None:
+        """Plan up to ``n`` more steps (none once the plan has stopped for good)."""
+        if not self.open or n <= 0:
+            return
+        sched = self._sched
+        Di = self._Di
+        Dcap = Di + n
+        fins = self._fins
+        if self._span:
+            # finishers of the new steps' predecessors: take them in order (the heap keeps
+            # them: pushed back as they were)
+            upto = Dcap - 1
+            if upto > self._upto:
+                heap = sched._finish_heap
+                old = self._upto
+                got = []
+                while heap and heap[0][0] <= upto:
+                    e = heapq.heappop(heap)
+                    st = e[2]
+                    if st.active and st.phase == DECODE:
+                        got.append(e)
+                for e in got:
+                    heapq.heappush(heap, e)
+                    if e[0] > old:
+                        fins.append(e)
+                self._upto = upto
+        elif Dcap > self._upto + 1:
+            Dcap = self._upto + 1
+        kv = sched.kv
+        pc = sched._phase_count
+        bs = sched.block_size
+        nd = self._nd
+        K = self._K
+        free = self._free
+        # every decoder needs one block per block_size steps: check step by step only when
+        # the window's worst case may not fit
+        grows = kv.decode_grows and free < ((Dcap - Di) // bs + 1) * nd
+        a1, b1, a2, b2, g, q = self._coef
+        D0 = self._D0
+        fin_steps = self.fin_steps
+        nf = len(fins)
+        fi = self._fi
+        nxt = fins[fi][0] if fi < nf else -1
+        ends = self.ends
+        end_append = ends.append
+        dur_append = self.durs.append
+        limit_s = self._limit_s
+        t = ends[-1]
+        stop = False
+        while Di < Dcap:
+            if nxt == Di:
+                fin_steps.append(Di - D0)
+                while fi < nf and fins[fi][0] == Di:
+                    st = fins[fi][2]
+                    nd -= 1
+                    K -= st.c0 - st.d0
+                    fi += 1
+                nxt = fins[fi][0] if fi < nf else -1
+                if not nd:
+                    stop = True
+                    break
+                a1, b1, a2, b2, g, q = self._coef = self._line_of(nd)
+            if grows:
+                free -= pc[Di % bs]
+                if free < 0:
+                    stop = True
+                    break
+            c = K + nd * Di
+            d = a1 + b1 * c
+            x = a2 + b2 * c
+            if x > d:
+                d = x
+            if g > d:
+                d = g
+            d += q
+            t += d
+            end_append(t)
+            dur_append(d)
+            Di += 1
+            if t >= limit_s:
+                stop = True
+                break
+        if not self._span and Di > self._upto:
+            stop = True
+        self._Di = Di
+        self._nd = nd
+        self._K = K
+        self._free = free
+        self._fi = fi
+        if stop:
+            self.open = False
+        if fin_steps and fin_steps[-1] >= len(ends) - 1:
+            fin_steps.pop()       # finishers after the last planned step: the run's end
