@@ -1,11 +1,15 @@
 """Prefix caching end to end on a Mooncake-format trace: the simulated hit rate against an
 independent oracle (an unbounded cache replayed in arrival order)."""
 import json
+from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmsim.api import simulate
+from llmsim.memory import HostKVTier, PrefixCachingKVCacheManager, prefix_block_keys
+from llmsim.memory.prefix import prefix_block_chain
 from llmsim.scenario import load_scenario
 from llmsim.scheduling.factory import build_schedulers
 
@@ -95,3 +99,337 @@ def test_prefix_caching_scenario_builds_a_host_tier():
     assert s.kv.host.num_blocks == int(512e9 // plan.block_bytes_per_gpu)
     assert s.kv.host.block_transfer_s == pytest.approx(
         plan.block_bytes_per_gpu / hw.host_link.bandwidth_bytes_per_s)
+
+
+# ------------------------------------------------------------------ runs vs one entry per block
+# The prefix cache and the host tier keep blocks in spans (runs of one prompt's blocks). The
+# reference below keeps one entry per block key (the straightforward reading of the contracts
+# in llmsim/memory/prefix.py and host.py); random call sequences must give the same answers,
+# counters, free counts, ref counts and LRU orders (GPU and host) after every call.
+
+
+class RefHost:
+    """Host tier with one LRU entry per offloaded block key."""
+
+    def __init__(self, num_blocks, block_transfer_s, latency_s):
+        self.num_blocks = self.num_free_blocks = num_blocks
+        self.block_transfer_s, self.latency_s = block_transfer_s, latency_s
+        self.prefix = OrderedDict()
+        self.swapped = {}
+        self.blocks_offloaded = self.blocks_loaded = 0
+        self.transfer_s = 0.0
+
+    def transfer_time_s(self, n):
+        return self.latency_s + n * self.block_transfer_s if n > 0 else 0.0
+
+    def swap_out(self, req, n):
+        while self.num_free_blocks < n:
+            self.prefix.popitem(last=False)
+            self.num_free_blocks += 1
+        self.num_free_blocks -= n
+        self.swapped[req] = n
+        self.transfer_s += self.transfer_time_s(n)
+
+    def swap_in(self, req):
+        n = self.swapped.pop(req)
+        self.num_free_blocks += n
+        self.transfer_s += self.transfer_time_s(n)
+
+    def offload(self, key):
+        if key in self.prefix:
+            self.prefix.move_to_end(key)
+            return True
+        if self.num_free_blocks == 0:
+            if not self.prefix:
+                return False
+            self.prefix.popitem(last=False)
+            self.num_free_blocks += 1
+        self.prefix[key] = None
+        self.num_free_blocks -= 1
+        self.blocks_offloaded += 1
+        return True
+
+    def take(self, key):
+        del self.prefix[key]
+        self.num_free_blocks += 1
+        self.blocks_loaded += 1
+
+
+class RefPrefixCache:
+    """Prefix cache with one entry per block key: ref counts, an LRU of unreferenced keys,
+    lazy eviction into the host tier."""
+
+    def __init__(self, num_blocks, bs, host=None):
+        self.num_blocks = self.num_free_blocks = num_blocks
+        self.bs = bs
+        self.host = host
+        self.ref, self.evictable, self.tables = {}, OrderedDict(), {}
+        self.hit_blocks = self.host_hit_blocks = self.evicted_blocks = 0
+        self.pending_transfer_s = 0.0
+        self.lookup = None
+
+    def blocks_for(self, t):
+        return -(-t // self.bs)
+
+    def keys(self, r):
+        return prefix_block_keys(r.hash_ids, r.hash_block_tokens, r.num_prompt_tokens, self.bs)
+
+    def settle(self):
+        while len(self.evictable) > self.num_free_blocks:
+            key, _ = self.evictable.popitem(last=False)
+            del self.ref[key]
+            self.evicted_blocks += 1
+            if self.host is not None:
+                self.host.offload(key)
+
+    def get_computed_blocks(self, r):
+        self.settle()
+        keys = self.keys(r)
+        limit = min((r.num_tokens - 1) // self.bs, len(keys))
+        j = n_ev = 0
+        host_keys = []
+        while j < limit:
+            rc = self.ref.get(keys[j])
+            if rc is not None:
+                n_ev += rc == 0
+            elif self.host is not None and keys[j] in self.host.prefix:
+                host_keys.append(keys[j])
+            else:
+                break
+            j += 1
+        self.lookup = (r, keys[:j], n_ev, host_keys)
+        return j * self.bs
+
+    def pending(self, r, held):
+        lk = self.lookup
+        if lk is not None and lk[0] is r and len(lk[1]) * self.bs == held:
+            return lk
+        assert not held, "allocation from a hit without a matching lookup"
+        return None
+
+    def need(self, r, held, after):
+        need = self.blocks_for(after) - self.blocks_for(held)
+        if r not in self.tables:
+            lk = self.pending(r, held)
+            if lk is not None:
+                need += lk[2] + len(lk[3])
+        return need
+
+    def can_allocate(self, r, held, after):
+        return self.num_free_blocks - self.need(r, held, after) >= 0
+
+    def allocate_slots(self, r, held, after):
+        if self.need(r, held, after) > self.num_free_blocks:
+            return False
+        table = self.tables.get(r)
+        if table is None:
+            table = self.tables[r] = []
+            lk = self.pending(r, held)
+            if lk is not None:
+                self.lookup = None
+                for key in lk[1]:
+                    rc = self.ref.get(key)
+                    if rc is None:
+                        self.host.take(key)
+                        self.ref[key] = 1
+                        self.num_free_blocks -= 1
+                    else:
+                        if rc == 0:
+                            del self.evictable[key]
+                            self.num_free_blocks -= 1
+                        self.ref[key] = rc + 1
+                    table.append(key)
+                nh = len(lk[3])
+                if nh:
+                    t = self.host.transfer_time_s(nh)
+                    self.host.transfer_s += t
+                    self.pending_transfer_s += t
+                self.hit_blocks += len(table) - nh
+                self.host_hit_blocks += nh
+        self.num_free_blocks -= self.blocks_for(after) - self.blocks_for(held)
+        self.settle()
+        keys = self.keys(r)
+        for j in range(len(table), min(min(after, r.num_prompt_tokens) // self.bs, len(keys))):
+            if keys[j] in self.ref:
+                table.append(None)
+            else:
+                self.ref[keys[j]] = 1
+                table.append(keys[j])
+        return True
+
+    def free(self, r, held):
+        self.settle()
+        table = self.tables.pop(r, [])
+        if self.lookup is not None and self.lookup[0] is r:
+            self.lookup = None
+        released = self.blocks_for(held) - sum(k is not None for k in table)
+        for key in reversed(table):
+            if key is not None:
+                self.ref[key] -= 1
+                if self.ref[key] == 0:
+                    self.evictable[key] = None
+                    released += 1
+        self.num_free_blocks += released
+
+
+class FakeRequest:
+    def __init__(self, prompt, ids, H):
+        self.num_prompt_tokens = self.num_tokens = prompt
+        self.hash_ids, self.hash_block_tokens = ids, H
+
+
+def assert_same(kv, ref):
+    assert kv.evictable_keys() == (ref.settle() or list(ref.evictable))
+    assert kv.num_free_blocks == ref.num_free_blocks
+    assert (kv.hit_blocks, kv.host_hit_blocks, kv.evicted_blocks) == \
+        (ref.hit_blocks, ref.host_hit_blocks, ref.evicted_blocks)
+    assert kv._ref == ref.ref and kv.num_cached_blocks == len(ref.ref)
+    assert kv.pending_transfer_s == ref.pending_transfer_s
+    assert kv._shared == {r: sum(k is not None for k in t) for r, t in ref.tables.items()}
+    if kv.host is not None:
+        h, rh = kv.host, ref.host
+        assert h.prefix_keys() == list(rh.prefix)
+        assert (h.num_free_blocks, h.blocks_offloaded, h.blocks_loaded, h.transfer_s) == \
+            (rh.num_free_blocks, rh.blocks_offloaded, rh.blocks_loaded, rh.transfer_s)
+    kv.check()
+
+
+def random_requests(rng, n, bs):
+    """Prompts from a few id families (shared prefixes, diverging at random ids) with id
+    sizes that are multiples of the block size, not multiples, or smaller, mixed."""
+    Hs = [bs * 2, bs * 4, bs + bs // 2, bs // 2] if rng.integers(2) else [bs * 2]
+    out = []
+    for i in range(n):
+        H = int(rng.choice(Hs))
+        prompt = int(rng.integers(1, 20 * bs))
+        fam = int(rng.integers(3))
+        n_ids = -(-prompt // H)
+        shared = int(rng.integers(0, n_ids + 1))
+        ids = [fam * 100 + j for j in range(shared)] + \
+            [10 ** 5 + i * 100 + j for j in range(n_ids - shared)]
+        out.append(FakeRequest(prompt, ids if rng.integers(8) else None, H))
+    return out
+
+
+def run_differential(seed, steps=250):
+    rng = np.random.default_rng(seed)
+    bs = 4
+    nb = int(rng.integers(6, 60))
+    host = rh = None
+    offload = bool(rng.integers(4))
+    if offload:
+        hb = int(rng.integers(0, 40))
+        host = HostKVTier(hb, bs, 1e-3, 1e-4)
+        rh = RefHost(hb, 1e-3, 1e-4)
+    kv = PrefixCachingKVCacheManager(nb, bs, host=host, offload=offload)
+    ref = RefPrefixCache(nb, bs, rh)
+    reqs = random_requests(rng, int(rng.integers(3, 25)), bs)
+    held = {}                      # admitted request -> KV tokens it holds
+    swapped = []
+    for _ in range(steps):
+        op = int(rng.integers(10))
+        waiting = [r for r in reqs if r not in held]
+        if op <= 3 and waiting:                          # look up and admit (or stay blocked)
+            r = waiting[int(rng.integers(len(waiting)))]
+            if rng.integers(3) == 0:
+                r.num_tokens = r.num_prompt_tokens + int(rng.integers(0, 3 * bs))
+            hit = kv.get_computed_blocks(r)
+            assert hit == ref.get_computed_blocks(r)
+            n = int(rng.integers(1, r.num_tokens - hit + 1))
+            ok = kv.can_allocate(r, hit, hit + n)
+            assert ok == ref.can_allocate(r, hit, hit + n)
+            if ok and rng.integers(4):
+                assert kv.allocate_slots(r, hit, hit + n) and ref.allocate_slots(r, hit, hit + n)
+                held[r] = hit + n
+        elif op <= 5 and held:                           # next chunk (prompt and beyond)
+            r = list(held)[int(rng.integers(len(held)))]
+            n = int(rng.integers(1, 3 * bs))
+            ok = kv.can_allocate(r, held[r], held[r] + n)
+            assert ok == ref.can_allocate(r, held[r], held[r] + n)
+            if ok:
+                assert kv.allocate_slots(r, held[r], held[r] + n)
+                assert ref.allocate_slots(r, held[r], held[r] + n)
+                held[r] += n
+        elif op == 6 and held:                           # decode blocks, arithmetic only
+            r = list(held)[int(rng.integers(len(held)))]
+            need = kv.blocks_for(held[r] + bs) - kv.blocks_for(held[r])
+            if r.num_tokens <= held[r] and need <= kv.num_free_blocks:
+                kv.allocate_blocks(need)
+                ref.num_free_blocks -= need
+                held[r] += bs
+        elif op <= 8 and held:                           # finish or preempt
+            r = list(held)[int(rng.integers(len(held)))]
+            kv.free(r, held[r])
+            ref.free(r, held.pop(r))
+        elif op == 9 and host is not None:               # swap traffic in the host tier
+            if swapped and rng.integers(2):
+                r = swapped.pop()
+                host.swap_in(r)
+                rh.swap_in(r)
+            else:
+                n = int(rng.integers(1, 8))
+                if host.can_swap_out(n):
+                    r = object()
+                    host.swap_out(r, n)
+                    rh.swap_out(r, n)
+                    swapped.append(r)
+        assert_same(kv, ref)
+    for r in list(held):
+        kv.free(r, held[r])
+        ref.free(r, held.pop(r))
+    assert_same(kv, ref)
+    assert kv.num_free_blocks == kv.num_blocks
+    return kv
+
+
+def test_span_cache_matches_a_cache_with_one_entry_per_block():
+    totals = dict(hits=0, host_hits=0, evicted=0, offloaded=0)
+    for seed in range(150):
+        kv = run_differential(seed)
+        totals["hits"] += kv.hit_blocks
+        totals["host_hits"] += kv.host_hit_blocks
+        totals["evicted"] += kv.evicted_blocks
+        totals["offloaded"] += kv.host.blocks_offloaded if kv.host is not None else 0
+    assert all(v > 0 for v in totals.values()), totals
+
+
+def test_host_runs_match_single_block_offloads():
+    """Offloading a run = offloading its blocks one by one, top first: kept blocks move to
+    the most recently used end, the oldest make room, tiny or swap-filled tiers included."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        cap = int(rng.integers(0, 12))
+        host = HostKVTier(cap, 4, 1e-3)
+        rh = RefHost(cap, 1e-3, 0.0)
+        chains = []
+        for c in range(3):
+            ids = [c % 2] + [int(x) for x in rng.integers(0, 3, size=5)]
+            keys = prefix_block_keys(ids, 8, 48, 4)
+            chains.append((prefix_block_chain(ids, 8, 48, 4), keys))
+        for _ in range(30):
+            op = int(rng.integers(6))
+            if op <= 3:
+                C, keys = chains[int(rng.integers(3))]
+                lo = int(rng.integers(0, 12))
+                hi = int(rng.integers(lo + 1, 13))
+                host.offload_blocks(C, lo, hi)
+                for j in range(hi - 1, lo - 1, -1):
+                    rh.offload(keys[j])
+            elif op == 4 and host.num_free_blocks:
+                n = int(rng.integers(1, host.num_free_blocks + 1))
+                host.swap_out(object(), n) if rng.integers(2) else None
+                rh.num_free_blocks = host.num_free_blocks
+            else:
+                C, keys = chains[int(rng.integers(3))]
+                lo = int(rng.integers(0, 12))
+                end = host.present_end(C, lo, 12)
+                assert end == next((j for j in range(lo, 12) if keys[j] not in rh.prefix), 12)
+                if end > lo:
+                    host.take_blocks(C, lo, end)
+                    for j in range(lo, end):
+                        rh.take(keys[j])
+            assert host.prefix_keys() == list(rh.prefix)
+            assert (host.num_free_blocks, host.blocks_offloaded, host.blocks_loaded) == \
+                (rh.num_free_blocks, rh.blocks_offloaded, rh.blocks_loaded)
+            host.check()
+

@@ -10,16 +10,28 @@ Contract (DESIGN §5, plain Python, no SimPy):
 - ``swap_out(request, n)`` holds ``n`` blocks for a preempted request until ``swap_in``
   releases them; swapped requests come before offloaded prefix blocks: a swap-out evicts
   least-recently-used prefix blocks when it needs their room, never the other way round;
-- ``offload(key)`` keeps an evicted GPU prefix-cache block (LRU; the oldest offloaded block
-  makes room; nothing is kept when swapped requests fill the tier); ``take(key)`` removes a
-  block that is loaded back to the GPU;
+- a prefix block is ``(h, j)``, block ``j`` of a :class:`~llmsim.memory.prefix.BlockChain`.
+  ``offload_blocks(chain, lo, hi)`` keeps evicted GPU prefix blocks ``hi-1, …, lo`` of
+  ``chain`` (in that order) exactly as that many single-block offloads would: a block already
+  kept moves to the most recently used end; a new one takes a free block, or the oldest
+  offloaded block makes room; nothing is kept when swapped requests fill the tier.
+  ``take_blocks`` removes blocks that are loaded back to the GPU; ``present_end`` finds how far
+  a run of kept blocks reaches. ``offload(key)``/``has(key)``/``take(key)`` address the single
+  block ``(key, 0)``;
 - ``num_free_blocks`` never goes negative nor above ``num_blocks`` (``check()``).
 Counters (``blocks_swapped_out``, ``blocks_swapped_in``, ``blocks_offloaded``,
-``blocks_loaded``, ``transfer_s``) are cumulative.
+``blocks_loaded``, ``transfer_s``) are cumulative; ``version`` changes whenever the set of
+offloaded prefix blocks does.
+
+Offloaded blocks are kept as :class:`~llmsim.memory.prefix.BlockSpan` runs of one block chain
+(a prompt's blocks arrive, age and leave together), in a
+:class:`~llmsim.memory.prefix.SpanLRU` whose spans leave from their highest block down, and a
+:class:`~llmsim.memory.prefix.SpanIndex` by segment.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from llmsim.memory.prefix import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
+    common_end, common_start
 
 
 class HostKVTier:
@@ -34,7 +46,9 @@ class HostKVTier:
         self.latency_s = float(latency_s)
         self.num_free_blocks = self.num_blocks
         self.swapped: dict = {}                 # request -> blocks held for it
-        self.prefix: OrderedDict = OrderedDict()  # offloaded prefix block keys, LRU first
+        self._lru = SpanLRU()                   # offloaded prefix spans, least recently used first
+        self._idx = SpanIndex()                 # the same spans by segment
+        self.num_prefix_blocks = 0              # offloaded prefix blocks kept
         self.blocks_swapped_out = 0
         self.blocks_swapped_in = 0
         self.blocks_offloaded = 0
@@ -51,7 +65,7 @@ class HostKVTier:
 
     # -- swap --------------------------------------------------------------------------------
     def can_swap_out(self, num_blocks: int) -> bool:
-        return num_blocks <= self.num_free_blocks + len(self.prefix)
+        return num_blocks <= self.num_free_blocks + self.num_prefix_blocks
 
     def swap_out(self, request, num_blocks: int) -> float:
         """Hold ``num_blocks`` for ``request``; returns the transfer time. The caller checked
@@ -60,10 +74,11 @@ class HostKVTier:
             raise AssertionError(f"{request!r} is already swapped out")
         if not self.can_swap_out(num_blocks):
             raise AssertionError("host tier full")
-        while self.num_free_blocks < num_blocks:
-            self.prefix.popitem(last=False)
-            self.num_free_blocks += 1
-            self.version += 1
+        short = num_blocks - self.num_free_blocks
+        if short > 0:
+            self._pop_front(short)
+            self.num_free_blocks += short
+            self.version += short
         self.num_free_blocks -= num_blocks
         self.swapped[request] = num_blocks
         self.blocks_swapped_out += num_blocks
@@ -83,40 +98,134 @@ class HostKVTier:
     def swapped_blocks(self, request) -> int:
         return self.swapped[request]
 
-    # -- prefix offload ------------------------------------------------------------------
+    # -- prefix blocks: internals ----------------------------------------------------------
+    def _pop_front(self, n: int) -> None:
+        """Drop the ``n`` least recently used prefix blocks (the caller adjusts the free
+        count)."""
+        lru = self._lru
+        idx = self._idx
+        self.num_prefix_blocks -= n
+        while n:
+            x = lru.head.next
+            hi = x.hi
+            k = hi - x.lo
+            if k > n:
+                lo = x.hi = hi - n
+                n = 0
+            else:
+                lo = x.lo
+                n -= k
+                lru.unlink(x)
+                x.hi = lo
+            idx.detach(x, lo, hi)
+
+    def _append(self, C: BlockChain, lo: int, hi: int) -> None:
+        """Blocks ``hi-1 … lo`` of ``C`` (none kept) become the most recently used."""
+        self.num_prefix_blocks += hi - lo
+        lru = self._lru
+        tail = lru.head.prev
+        if tail is not lru.head and tail.lo == hi and common_end(tail.chain, C, lo, hi) == hi:
+            tail.lo = lo                    # right below the newest span: it leaves next
+            self._idx.attach(tail, lo, hi)
+            return
+        x = BlockSpan(C, lo, hi)
+        lru.append(x)
+        self._idx.attach(x, lo, hi)
+
+    def _insert(self, C: BlockChain, lo: int, hi: int) -> None:
+        """Offload blocks ``hi-1 … lo`` of ``C``, none of them kept yet."""
+        a = hi - lo
+        top = hi
+        free = self.num_free_blocks
+        if free >= a:
+            self.num_free_blocks = free - a
+        else:
+            kept = self.num_prefix_blocks
+            if free + kept == 0:                  # the tier is full of swapped requests
+                return
+            if a - free > kept:   # everything leaves, then this run's first (top) blocks
+                self._pop_front(kept)
+                top = lo + kept + free
+            else:
+                self._pop_front(a - free)
+            self.num_free_blocks = 0
+        self.blocks_offloaded += a
+        self.version += a
+        self._append(C, lo, top)
+
+    # -- prefix blocks ---------------------------------------------------------------------
+    def offload_blocks(self, C: BlockChain, lo: int, hi: int) -> None:
+        """Keep evicted GPU prefix blocks ``hi-1, …, lo`` of chain ``C`` (GPU → host copy,
+        overlapped with compute: not timed), exactly as ``hi - lo`` single-block offloads in
+        that order."""
+        idx = self._idx
+        if idx.next_held(C, lo, hi) == hi:
+            self._insert(C, lo, hi)
+            return
+        pos = hi
+        while pos > lo:
+            x = idx.find(C, C.seg(pos - 1), pos - 1)
+            if x is not None:                  # kept already: becomes most recently used
+                q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
+                idx.cut(self._lru, x, q, pos)
+                self.num_prefix_blocks -= pos - q
+                self._append(C, q, pos)
+            else:
+                q = idx.prev_held(C, lo, pos)
+                self._insert(C, q, pos)
+            pos = q
+
+    def present_end(self, C: BlockChain, pos: int, end: int) -> int:
+        """The first block in ``[pos, end)`` of ``C`` that is not kept, else ``end``."""
+        return self._idx.covered_end(C, pos, end)
+
+    def take_blocks(self, C: BlockChain, lo: int, hi: int) -> None:
+        """Blocks ``[lo, hi)`` of ``C`` (all kept) are loaded back to the GPU: they leave."""
+        idx = self._idx
+        pos = lo
+        while pos < hi:
+            x = idx.find(C, C.seg(pos), pos)
+            e = common_end(C, x.chain, pos, x.hi if x.hi < hi else hi)
+            idx.cut(self._lru, x, pos, e)
+            pos = e
+        n = hi - lo
+        self.num_prefix_blocks -= n
+        self.num_free_blocks += n
+        self.blocks_loaded += n
+        self.version += n
+
+    def prefix_keys(self) -> list:
+        """Offloaded blocks ``(h, j)``, least recently used first (tests and checks)."""
+        return [key for x in self._lru for key in x.keys()]
+
+    # single blocks: block (key, 0)
     def offload(self, key) -> bool:
-        """Keep an evicted prefix block (GPU → host copy, overlapped with compute: not timed).
-        Returns False when there is no room (the tier is full of swapped requests)."""
-        if key in self.prefix:
-            self.prefix.move_to_end(key)
-            return True
-        if self.num_free_blocks == 0:
-            if not self.prefix:
-                return False
-            self.prefix.popitem(last=False)
-            self.num_free_blocks += 1
-        self.version += 1
-        self.prefix[key] = None
-        self.num_free_blocks -= 1
-        self.blocks_offloaded += 1
+        """Keep one evicted prefix block; False when there is no room (the tier is full of
+        swapped requests)."""
+        if not self.has(key) and self.num_free_blocks == 0 and not self.num_prefix_blocks:
+            return False
+        self.offload_blocks(BlockChain.single(key), 0, 1)
         return True
 
     def has(self, key) -> bool:
-        return key in self.prefix
+        return self.present_end(BlockChain.single(key), 0, 1) == 1
 
     def take(self, key) -> None:
         """A prefix block is loaded back to the GPU: it leaves the host tier."""
-        del self.prefix[key]
-        self.num_free_blocks += 1
-        self.blocks_loaded += 1
-        self.version += 1
+        self.take_blocks(BlockChain.single(key), 0, 1)
 
     def check(self) -> None:
-        used = sum(self.swapped.values()) + len(self.prefix)
+        used = sum(self.swapped.values()) + self.num_prefix_blocks
         if not 0 <= self.num_free_blocks <= self.num_blocks or \
                 used != self.num_blocks - self.num_free_blocks:
             raise AssertionError(f"host KV tier out of balance: free={self.num_free_blocks} "
                                  f"used={used} capacity={self.num_blocks}")
+        spans = list(self._lru)
+        kept = sum(x.hi - x.lo for x in spans)
+        if kept != self.num_prefix_blocks:
+            raise AssertionError(f"host tier keeps {kept} prefix blocks, counted "
+                                 f"{self.num_prefix_blocks}")
+        check_spans(self._idx, spans)
 
 
 def host_tier_for(swap_space_bytes: float, block_bytes_per_gpu: float, num_gpus: int,

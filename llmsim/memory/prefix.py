@@ -27,12 +27,22 @@ Contract (DESIGN §5), on top of :class:`~llmsim.memory.paged.PagedKVCacheManage
   taking blocks with ``allocate_blocks``/``num_free_blocks`` arithmetic only. With a host tier,
   evicted blocks are offloaded there (copy overlapped with compute, not timed).
 - Counters: ``hit_blocks``, ``host_hit_blocks``, ``evicted_blocks`` (cumulative).
+
+Blocks are kept in runs, not one entry per block (a 12k-token Mooncake prompt is ~750 blocks
+that are registered, released, evicted and offloaded together); the structures are in
+:mod:`llmsim.memory.prefix_spans`. A prompt's keys form a :class:`BlockChain` (one chained
+hash per segment of blocks that share an id); a :class:`BlockSpan` holds blocks
+``lo … hi-1`` of one chain with one reference count; the eviction LRU (:class:`SpanLRU`) holds the unreferenced spans, each leaving from its highest
+block down (the order ``free`` releases them in); a :class:`SpanIndex` finds the spans holding
+a segment. Every observable (hits, counters, free counts, eviction and offload order) is the
+one of a cache with one entry per block ``(h, j)``: spans are cut wherever two blocks of one
+span would be treated differently.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from llmsim.memory.paged import PagedKVCacheManager
+from llmsim.memory.prefix_spans import (BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans,
+                                        common_end, common_start, prefix_block_chain)
 
 
 def prefix_block_keys(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
@@ -59,6 +69,7 @@ def prefix_block_keys(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
     return keys
 
 
+# -- the manager ---------------------------------------------------------------------------
 class PrefixCachingKVCacheManager(PagedKVCacheManager):
     enable_prefix_caching = True
 
@@ -67,54 +78,74 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         super().__init__(num_blocks, block_size, watermark=watermark)
         self.host = host                 # HostKVTier (swap; offload target), or None
         self._offload = host if offload else None
-        self._ref: dict = {}             # cached key -> number of requests referencing it
-        self._evictable: OrderedDict = OrderedDict()   # cached keys with ref 0, LRU first
-        self._tables: dict = {}          # request -> [key or None] per full prompt block held
-        self._shared: dict = {}          # request -> number of non-None entries of its table
-        self._keys: dict = {}            # request -> its prompt block keys (memo)
-        # memoised lookup: (request, hit keys, n evictable hits, host hits, watched keys,
-        # first missing key, host version, request.num_tokens)
+        self._idx = SpanIndex()          # cached GPU spans by segment
+        self._lru = SpanLRU()            # unreferenced cached spans, least recently released first
+        self._num_evictable = 0          # blocks in self._lru
+        self._num_cached = 0             # blocks in cached spans
+        self._tables: dict = {}          # request -> [lo, hi] ranges of its chain it references
+        self._held: dict = {}            # request -> full prompt blocks in its table
+        self._shared: dict = {}          # request -> blocks it references
+        self._own: dict = {}             # request -> the span it registered last
+        self._chains: dict = {}          # request -> its BlockChain (memo)
+        # memoised lookup: (request, hit blocks, evictable hits, host hits, host version,
+        # request.num_tokens); _watch: the segment hashes it read (a change to one drops it)
         self._lookup = None
+        self._watch = None
         self.pending_transfer_s = 0.0
         self.hit_blocks = 0
         self.host_hit_blocks = 0
         self.evicted_blocks = 0
 
     # -- internals ---------------------------------------------------------------------------
-    def _keys_for(self, req) -> list:
-        k = self._keys.get(req)
-        if k is None:
-            k = prefix_block_keys(req.hash_ids, req.hash_block_tokens, req.num_prompt_tokens,
-                                  self.block_size)
-            self._keys[req] = k
-        return k
+    def _chain_for(self, req) -> BlockChain:
+        c = self._chains.get(req)
+        if c is None:
+            c = self._chains[req] = prefix_block_chain(req.hash_ids, req.hash_block_tokens,
+                                                       req.num_prompt_tokens, self.block_size)
+        return c
+
+    def _touch(self, C: BlockChain, a: int, b: int) -> None:
+        """Blocks ``[a, b)`` of ``C`` changed: drop the memoised lookup if it read them."""
+        w = self._watch
+        if w is not None and not w.isdisjoint(C.hs[C.seg(a):C.seg(b - 1) + 1]):
+            self._lookup = None
+            self._watch = None
 
     def _settle(self) -> None:
         """Evict LRU cached blocks until the evictable ones fit in the free count."""
-        ev = self._evictable
-        over = len(ev) - self.num_free_blocks
-        if over <= 0:
-            return
-        host = self._offload
-        ref = self._ref
-        touch = self._touch
-        for _ in range(over):
-            key, _ = ev.popitem(last=False)
-            del ref[key]
-            touch(key)
-            self.evicted_blocks += 1
-            if host is not None:
-                host.offload(key)
+        over = self._num_evictable - self.num_free_blocks
+        if over > 0:
+            self._evict(over)
 
-    def _touch(self, key) -> None:
-        """A cache change at ``key``: drop the memoised lookup if it depends on it."""
-        lk = self._lookup
-        if lk is not None and (key in lk[4] or key == lk[5]):
-            self._lookup = None
+    def _evict(self, n: int) -> None:
+        lru = self._lru
+        idx = self._idx
+        host = self._offload
+        self._num_evictable -= n
+        self._num_cached -= n
+        self.evicted_blocks += n
+        while n:
+            x = lru.head.next
+            hi = x.hi
+            k = hi - x.lo
+            if k > n:                          # the span's top blocks leave first
+                lo = x.hi = hi - n
+                n = 0
+            else:
+                lo = x.lo
+                n -= k
+                lru.unlink(x)
+                x.hi = lo
+            idx.detach(x, lo, hi)
+            C = x.chain
+            if self._watch is not None:
+                self._touch(C, lo, hi)
+            if host is not None:
+                host.offload_blocks(C, lo, hi)
 
     @property
     def num_cached_blocks(self) -> int:
-        return len(self._ref)
+        return self._num_cached
 
     # -- hits ------------------------------------------------------------------------------
     def get_computed_blocks(self, request) -> int:
@@ -122,50 +153,46 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         ``request.num_tokens``); no state change.
 
         The result is memoised (a request blocked at the head of the queue is looked up every
-        step): the memo watches the keys it read and is dropped by any change to them."""
+        step): the memo watches the segments it read and is dropped by any change to them."""
         self._settle()
         host = self._offload
         hv = host.version if host is not None else 0
         lk = self._lookup
-        if lk is not None and lk[0] is request and lk[6] == hv and lk[7] == request.num_tokens:
-            return len(lk[1]) * self.block_size
-        keys = self._keys_for(request)
+        if lk is not None and lk[0] is request and lk[4] == hv and lk[5] == request.num_tokens:
+            return lk[1] * self.block_size
+        C = self._chain_for(request)
         limit = (request.num_tokens - 1) // self.block_size
-        if limit > len(keys):
-            limit = len(keys)
-        ref = self._ref
-        j = 0
-        n_ev = 0
-        while j < limit:
-            r = ref.get(keys[j])
-            if r is None:
+        if limit > C.end:
+            limit = C.end
+        idx = self._idx
+        hidx = host._idx if host is not None else None
+        pos = n_ev = n_host = 0
+        while pos < limit:
+            k = C.seg(pos)
+            x = idx.find(C, k, pos)
+            if x is not None:
+                e = common_end(C, x.chain, pos, x.hi if x.hi < limit else limit)
+                if not x.ref:
+                    n_ev += e - pos
+                pos = e
+                continue
+            if hidx is None:
                 break
-            if r == 0:
-                n_ev += 1
-            j += 1
-        hostk = []
-        if host is not None:
-            # past the GPU hits: blocks on the host (or back on the GPU again)
-            while j < limit:
-                key = keys[j]
-                r = ref.get(key)
-                if r is not None:
-                    if r == 0:
-                        n_ev += 1
-                elif host.has(key):
-                    hostk.append(key)
-                else:
-                    break
-                j += 1
-        hit = keys[:j]
-        watch = set(hit)
-        nxt = keys[j] if j < limit else None
-        self._lookup = (request, hit, n_ev, hostk, watch, nxt, hv, request.num_tokens)
-        return j * self.block_size
+            x = hidx.find(C, k, pos)
+            if x is None:
+                break
+            # host blocks up to the next one that is on the GPU (that one counts there)
+            e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < limit else limit))
+            n_host += e - pos
+            pos = e
+        self._lookup = (request, pos, n_ev, n_host, hv, request.num_tokens)
+        last = pos if pos < limit else pos - 1
+        self._watch = set(C.hs[:C.seg(last) + 1]) if last >= 0 else set()
+        return pos * self.block_size
 
     def _pending(self, request, held_tokens):
         lk = self._lookup
-        if lk is not None and lk[0] is request and len(lk[1]) * self.block_size == held_tokens:
+        if lk is not None and lk[0] is request and lk[1] * self.block_size == held_tokens:
             return lk
         if held_tokens:
             raise AssertionError(f"allocation of {request!r} from {held_tokens} held tokens "
@@ -177,8 +204,58 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         if request not in self._tables:
             lk = self._pending(request, held_tokens)
             if lk is not None:
-                need += lk[2] + len(lk[3])
+                need += lk[2] + lk[3]
         return need
+
+    def _reference(self, C: BlockChain, hit: int) -> None:
+        """Take the hit on blocks ``[0, hit)`` of ``C`` (all on the GPU or the host): cached
+        spans gain a reference (leaving the LRU and the free count at 0), host blocks are
+        loaded into new spans."""
+        idx = self._idx
+        lru = self._lru
+        host = self._offload
+        pos = 0
+        while pos < hit:
+            k = C.seg(pos)
+            x = idx.find(C, k, pos)
+            if x is not None:
+                e = common_end(C, x.chain, pos, x.hi if x.hi < hit else hit)
+                if x.ref:
+                    m = idx.split_out(None, x, pos, e)
+                else:
+                    m = idx.split_out(lru, x, pos, e)
+                    self._num_evictable -= e - pos
+                    self.num_free_blocks -= e - pos
+                m.ref += 1
+            else:
+                x = host._idx.find(C, k, pos)
+                e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < hit else hit))
+                host.take_blocks(C, pos, e)
+                m = BlockSpan(C, pos, e, 1)
+                idx.attach(m, pos, e)
+                self.num_free_blocks -= e - pos
+                self._num_cached += e - pos
+            pos = e
+
+    def _release(self, C: BlockChain, lo: int, hi: int) -> int:
+        """Blocks ``[lo, hi)`` of ``C`` lose one reference, from the top; spans left
+        unreferenced join the LRU. Returns the number of blocks left unreferenced."""
+        idx = self._idx
+        lru = self._lru
+        freed = 0
+        pos = hi
+        while pos > lo:
+            x = idx.find(C, C.seg(pos - 1), pos - 1)
+            q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
+            m = idx.split_out(None, x, q, pos)
+            m.ref -= 1
+            if not m.ref:
+                lru.append(m)
+                freed += pos - q
+                if self._watch is not None:
+                    self._touch(C, q, pos)
+            pos = q
+        return freed
 
     # -- manager interface -------------------------------------------------------------------
     def can_allocate(self, request, held_tokens, num_kv_tokens_after, use_watermark=False):
@@ -190,105 +267,145 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         need = self._need(request, held_tokens, num_kv_tokens_after)
         if need > self.num_free_blocks:
             return False
-        ref = self._ref
+        C = self._chain_for(request)
         table = self._tables.get(request)
         if table is None:
             table = self._tables[request] = []
-            shared = 0
+            hit = 0
             lk = self._pending(request, held_tokens)
             if lk is not None:
                 self._lookup = None
-                ev = self._evictable
-                host = self._offload
-                for key in lk[1]:
-                    r = ref.get(key)
-                    if r is None:              # on the host: load it into a fresh block
-                        host.take(key)
-                        ref[key] = 1
-                        self.num_free_blocks -= 1
-                    else:
-                        if r == 0:
-                            del ev[key]
-                            self.num_free_blocks -= 1
-                        ref[key] = r + 1
-                    table.append(key)
-                nh = len(lk[3])
+                self._watch = None
+                hit = lk[1]
+                if hit:
+                    self._reference(C, hit)
+                    table.append([0, hit])
+                nh = lk[3]
                 if nh:
+                    host = self._offload
                     t = host.transfer_time_s(nh)
                     host.transfer_s += t
                     self.pending_transfer_s += t
-                shared = len(table)
-                self.hit_blocks += len(table) - nh
+                self.hit_blocks += hit - nh
                 self.host_hit_blocks += nh
-            self._shared[request] = shared
+            self._shared[request] = hit
+            self._held[request] = hit
         self.num_free_blocks -= self.blocks_for(num_kv_tokens_after) - \
             self.blocks_for(held_tokens)
         self._settle()
-        # register the prompt blocks that become full
-        keys = self._keys_for(request)
+        # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
-        if full > len(keys):
-            full = len(keys)
-        j = len(table)
-        if j < full:
+        if full > C.end:
+            full = C.end
+        pos = self._held[request]
+        if pos < full:
+            idx = self._idx
             added = 0
-            for j in range(j, full):
-                key = keys[j]
-                if key in ref:
-                    table.append(None)
-                else:
-                    ref[key] = 1
-                    table.append(key)
-                    added += 1
-                    if self._lookup is not None:
-                        self._touch(key)
+            while True:
+                g = idx.next_held(C, pos, full)
+                if g > pos:
+                    own = self._own.get(request)
+                    if own is not None and own.hi == pos and own.ref == 1 and own.chain is C:
+                        own.hi = g                 # continues its last span
+                        idx.attach(own, pos, g)
+                    else:
+                        own = self._own[request] = BlockSpan(C, pos, g, 1)
+                        idx.attach(own, pos, g)
+                    if table and table[-1][1] == pos:
+                        table[-1][1] = g
+                    else:
+                        table.append([pos, g])
+                    added += g - pos
+                    if self._watch is not None:
+                        self._touch(C, pos, g)
+                if g == full:
+                    break
+                pos = idx.covered_end(C, g, full)      # cached already: private blocks
+                if pos == full:
+                    break
+            self._held[request] = full
             self._shared[request] += added
+            self._num_cached += added
         return True
 
     def free(self, request, held_tokens):
         self._settle()
         table = self._tables.pop(request, None)
         shared = self._shared.pop(request, 0)
-        self._keys.pop(request, None)
+        self._held.pop(request, None)
+        self._own.pop(request, None)
+        C = self._chains.pop(request, None)
         if self._lookup is not None and self._lookup[0] is request:
             self._lookup = None
+            self._watch = None
         # private blocks return to the free pool; shared ones only when their last reference
         # goes (they stay cached as evictable blocks, which count as free)
         released = self.blocks_for(held_tokens) - shared
         if table:
-            ref = self._ref
-            ev = self._evictable
-            for key in reversed(table):
-                if key is None:
-                    continue
-                r = ref[key] - 1
-                ref[key] = r
-                if r == 0:
-                    ev[key] = None
-                    released += 1
-                    if self._lookup is not None:
-                        self._touch(key)
+            freed = 0
+            for lo, hi in reversed(table):
+                freed += self._release(C, lo, hi)
+            self._num_evictable += freed
+            released += freed
         self.free_blocks(released)
+
+    # -- views (tests, checks) ---------------------------------------------------------------
+    def _spans(self) -> list:
+        seen = {}
+        for v in self._idx.d.values():
+            for x in (v if v.__class__ is list else (v,)):
+                seen[id(x)] = x
+        return list(seen.values())
+
+    @property
+    def _ref(self) -> dict:
+        """Reference count of every cached block ``(h, j)`` (a per-block view)."""
+        return {key: x.ref for x in self._spans() for key in x.keys()}
+
+    def evictable_keys(self) -> list:
+        """Unreferenced cached blocks ``(h, j)`` in eviction order."""
+        self._settle()
+        return [key for x in self._lru for key in x.keys()]
 
     def check(self) -> None:
         self._settle()
         super().check()
-        if len(self._evictable) > self.num_free_blocks:
+        if self._num_evictable > self.num_free_blocks:
             raise AssertionError("more evictable cached blocks than free blocks")
-        count: dict = {}
+        spans = self._spans()
+        check_spans(self._idx, spans)
+        lru = list(self._lru)
+        for x in spans:
+            if x.ref < 0 or (x.ref == 0) != (x.prev is not None):
+                raise AssertionError(f"{x!r} in the wrong LRU state")
+        if sum(x.hi - x.lo for x in lru) != self._num_evictable or \
+                sum(x.hi - x.lo for x in spans) != self._num_cached or \
+                len(lru) != sum(1 for x in spans if not x.ref):
+            raise AssertionError("cached/evictable block counts out of date")
+        # every block is referenced by as many requests as its span's ref count says
+        pieces: dict = {}
         for req, table in self._tables.items():
-            n = 0
-            for key in table:
-                if key is not None:
-                    count[key] = count.get(key, 0) + 1
-                    n += 1
-            if n != self._shared[req]:
+            C = self._chains[req]
+            if sum(hi - lo for lo, hi in table) != self._shared[req]:
                 raise AssertionError(f"shared-block count of {req!r} out of date")
-        for key, r in self._ref.items():
-            if r < 0 or r != count.get(key, 0):
-                raise AssertionError(f"ref count of block {key} is {r}, "
-                                     f"{count.get(key, 0)} requests hold it")
-            if (r == 0) != (key in self._evictable):
-                raise AssertionError(f"block {key} evictable state wrong (ref {r})")
+            for lo, hi in table:
+                pos = lo
+                while pos < hi:
+                    x = self._idx.find(C, C.seg(pos), pos)
+                    if x is None:
+                        raise AssertionError(f"{req!r} holds uncached block {C.key(pos)}")
+                    e = common_end(C, x.chain, pos, x.hi if x.hi < hi else hi)
+                    pieces.setdefault(id(x), []).append((pos, e))
+                    pos = e
+        for x in spans:
+            delta: dict = {}
+            for lo, hi in pieces.get(id(x), ()):
+                delta[lo] = delta.get(lo, 0) + 1
+                delta[hi] = delta.get(hi, 0) - 1
+            n = 0
+            for j in sorted(delta.keys() | {x.lo}):
+                n += delta.get(j, 0)
+                if x.lo <= j < x.hi and n != x.ref:
+                    raise AssertionError(f"{x!r}: {n} requests hold block {x.chain.key(j)}")
         if self.host is not None:
             self.host.check()

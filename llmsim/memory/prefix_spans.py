@@ -1,0 +1,422 @@
+"""Runs of prefix-cache blocks (plain Python): the data structures behind
+:class:`~llmsim.memory.prefix.PrefixCachingKVCacheManager`.
+
+A prompt's block keys form a :class:`BlockChain` (one chained hash per segment of blocks that
+share an id); a :class:`BlockSpan` holds blocks ``lo … hi-1`` of one chain with one reference
+count; :class:`SpanLRU` is the eviction order of unreferenced spans; a :class:`SpanIndex` finds
+the spans holding a segment. ``check_spans`` verifies them (invariant checks).
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import repeat
+
+# -- block chains ---------------------------------------------------------------------------
+class BlockChain:
+    """The block keys of one prompt: block ``j`` is ``(hs[k], j)``, ``k`` the segment holding
+    it. Segment ``k`` (an id that holds the last token of at least one block) covers blocks
+    ``los[k] … los[k+1]-1`` — its whole id, also past the prompt — and the prompt has ``end``
+    keyed blocks. Chains of the same ``geo`` (id size) cut blocks into the same segments;
+    ``step`` is the blocks per segment when that is constant (else 0)."""
+    __slots__ = ("hs", "los", "end", "step", "geo")
+
+    def __init__(self, hs: list, los: list, end: int, step: int, geo):
+        self.hs = hs
+        self.los = los
+        self.end = end
+        self.step = step
+        self.geo = geo
+
+    @classmethod
+    def single(cls, key) -> "BlockChain":
+        """A one-block chain: block 0 is ``(key, 0)``."""
+        return cls([key], [0, 1], 1, 1, None)
+
+    def seg(self, j: int) -> int:
+        st = self.step
+        return j // st if st else bisect_right(self.los, j) - 1
+
+    def key(self, j: int) -> tuple:
+        return self.hs[self.seg(j)], j
+
+
+_EMPTY = BlockChain([], [0], 0, 1, None)
+
+
+def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
+                       block_size: int) -> BlockChain:
+    """The keys of :func:`~llmsim.memory.prefix.prefix_block_keys` as a :class:`BlockChain`."""
+    nfull = num_prompt_tokens // block_size
+    if not hash_ids or not hash_block_tokens or not nfull:
+        return _EMPTY
+    H = int(hash_block_tokens)
+    hs = []
+    h = 0
+    if H % block_size == 0:
+        step = H // block_size
+        n = min(len(hash_ids), -(-nfull // step))
+        for x in hash_ids[:n]:
+            h = hash((h, int(x)))
+            hs.append(h)
+        return BlockChain(hs, list(range(0, (n + 1) * step, step)), min(nfull, n * step),
+                          step, H)
+    los = []
+    hi = 0
+    for m in range(len(hash_ids)):
+        lo = m * H // block_size
+        if lo >= nfull:
+            break
+        h = hash((h, int(hash_ids[m])))
+        hi = (m + 1) * H // block_size
+        if hi > lo:
+            hs.append(h)
+            los.append(lo)
+    los.append(hi)
+    return BlockChain(hs, los, min(nfull, hi), 0, H)
+
+
+def common_end(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
+    """The largest ``e`` in ``[a, b]`` such that blocks ``a … e-1`` have the same keys in
+    chains ``C`` and ``D`` (both cover them)."""
+    if C is D:
+        return b
+    hc = C.hs
+    hd = D.hs
+    if C.geo == D.geo:
+        st = C.step
+        if st:
+            ka = a // st
+            kb = (b - 1) // st
+        else:
+            ka = C.seg(a)
+            kb = C.seg(b - 1)
+        if hc[kb] == hd[kb] and (ka == kb or hc[ka:kb] == hd[ka:kb]):
+            return b
+        k = ka
+        while hc[k] == hd[k]:
+            k += 1
+        e = C.los[k]
+        return e if e > a else a
+    j = a
+    while j < b:
+        kc = C.seg(j)
+        kd = D.seg(j)
+        if hc[kc] != hd[kd]:
+            return j
+        j = min(C.los[kc + 1], D.los[kd + 1], b)
+    return b
+
+
+def common_start(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
+    """The smallest ``q`` in ``[a, b]`` such that blocks ``q … b-1`` have the same keys in
+    ``C`` and ``D``."""
+    if C is D:
+        return a
+    hc = C.hs
+    hd = D.hs
+    if C.geo == D.geo:
+        ka = C.seg(a)
+        kb = C.seg(b - 1)
+        if hc[ka:kb + 1] == hd[ka:kb + 1]:
+            return a
+        k = kb
+        while hc[k] == hd[k]:
+            k -= 1
+        q = C.los[k + 1]
+        return q if q > a else a
+    j = b
+    while j > a:
+        kc = C.seg(j - 1)
+        kd = D.seg(j - 1)
+        if hc[kc] != hd[kd]:
+            return j
+        j = max(C.los[kc], D.los[kd], a)
+    return a
+
+
+# -- spans, their LRU and their index --------------------------------------------------------
+class BlockSpan:
+    """Blocks ``lo … hi-1`` of ``chain`` with one reference count ``ref``; ``prev``/``next``
+    link it into a :class:`SpanLRU` (the unreferenced GPU spans; every host span)."""
+    __slots__ = ("chain", "lo", "hi", "ref", "prev", "next")
+
+    def __init__(self, chain, lo: int, hi: int, ref: int = 0):
+        self.chain = chain
+        self.lo = lo
+        self.hi = hi
+        self.ref = ref
+        self.prev = None
+        self.next = None
+
+    def keys(self) -> list:
+        """Block keys ``(h, j)``, highest ``j`` first (the order they leave an LRU)."""
+        C = self.chain
+        return [C.key(j) for j in range(self.hi - 1, self.lo - 1, -1)]
+
+    def __repr__(self) -> str:
+        return f"BlockSpan({self.lo}, {self.hi}, ref={self.ref})"
+
+
+class SpanLRU:
+    """Doubly linked spans, least recently used first (``head`` is a sentinel)."""
+    __slots__ = ("head",)
+
+    def __init__(self):
+        s = BlockSpan(None, 0, 0)
+        s.prev = s.next = s
+        self.head = s
+
+    def __bool__(self) -> bool:
+        return self.head.next is not self.head
+
+    def __iter__(self):
+        s = self.head.next
+        while s is not self.head:
+            yield s
+            s = s.next
+
+    def append(self, s: BlockSpan) -> None:
+        h = self.head
+        last = h.prev
+        last.next = s
+        s.prev = last
+        s.next = h
+        h.prev = s
+
+    def insert_after(self, x: BlockSpan, s: BlockSpan) -> None:
+        n = x.next
+        x.next = s
+        s.prev = x
+        s.next = n
+        n.prev = s
+
+    def unlink(self, s: BlockSpan) -> None:
+        p = s.prev
+        n = s.next
+        p.next = n
+        n.prev = p
+        s.prev = s.next = None
+
+
+class SpanIndex:
+    """Segment hash ``h`` → the span, or list of spans, holding blocks keyed ``h``."""
+    __slots__ = ("d",)
+
+    def __init__(self):
+        self.d: dict = {}
+
+    def _segs(self, s: BlockSpan, a: int, b: int):
+        """Segments of ``s.chain`` met by blocks ``[a, b)`` that ``s`` does not hold outside
+        ``[a, b)`` (its extent ``s.lo … s.hi-1`` excludes or already includes the range)."""
+        C = s.chain
+        st = C.step
+        if st:
+            ka = a // st
+            kb = (b - 1) // st
+        else:
+            ka = C.seg(a)
+            kb = C.seg(b - 1)
+        los = C.los
+        if s.lo < a and los[ka] < a:
+            ka += 1
+        if s.hi > b and los[kb + 1] > b:
+            kb -= 1
+        return ka, kb
+
+    def attach(self, s: BlockSpan, a: int, b: int) -> None:
+        """``s`` (extent already updated) now holds blocks ``[a, b)`` too."""
+        ka, kb = self._segs(s, a, b)
+        if ka > kb:
+            return
+        d = self.d
+        hs = s.chain.hs
+        if ka < kb:
+            sl = hs[ka:kb + 1]
+            if d.keys().isdisjoint(sl):
+                d.update(zip(sl, repeat(s)))
+                return
+        else:
+            sl = (hs[ka],)
+        for h in sl:
+            v = d.get(h)
+            if v is None:
+                d[h] = s
+            elif v.__class__ is list:
+                v.append(s)
+            else:
+                d[h] = [v, s]
+
+    def detach(self, s: BlockSpan, a: int, b: int) -> None:
+        """``s`` (extent already updated) no longer holds blocks ``[a, b)``."""
+        ka, kb = self._segs(s, a, b)
+        if ka > kb:
+            return
+        d = self.d
+        sl = s.chain.hs[ka:kb + 1]
+        vals = list(map(d.pop, sl))
+        if vals.count(s) == len(vals):
+            return
+        for h, v in zip(sl, vals):
+            if v is not s:
+                v.remove(s)
+                d[h] = v[0] if len(v) == 1 else v
+
+    def find(self, C: BlockChain, k: int, j: int):
+        """The span holding block ``j`` (segment ``k``) of ``C``, or None."""
+        h = C.hs[k]
+        v = self.d.get(h)
+        if v is None:
+            return None
+        if v.__class__ is list:
+            for x in v:
+                if x.lo <= j < x.hi:
+                    D = x.chain
+                    if D is C or (D.hs[k] == h if D.geo == C.geo else D.hs[D.seg(j)] == h):
+                        return x
+            return None
+        if v.lo <= j < v.hi:
+            D = v.chain
+            if D is C or (D.hs[k] == h if D.geo == C.geo else D.hs[D.seg(j)] == h):
+                return v
+        return None
+
+    def _held(self, C: BlockChain, k: int, a: int, b: int) -> list:
+        """Held sub-ranges ``(lo, hi)`` of blocks ``[a, b)`` of ``C`` in its segment ``k``."""
+        h = C.hs[k]
+        v = self.d.get(h)
+        if v is None:
+            return []
+        lo_k = C.los[k]
+        hi_k = C.los[k + 1]
+        if a < lo_k:
+            a = lo_k
+        if b > hi_k:
+            b = hi_k
+        out = []
+        for x in (v if v.__class__ is list else (v,)):
+            D = x.chain
+            if D.geo == C.geo:
+                if k >= len(D.hs) or D.hs[k] != h:
+                    continue
+                lo, hi = a, b
+            else:
+                try:
+                    kd = D.hs.index(h)
+                except ValueError:
+                    continue
+                lo = max(a, D.los[kd])
+                hi = min(b, D.los[kd + 1])
+            if x.lo > lo:
+                lo = x.lo
+            if x.hi < hi:
+                hi = x.hi
+            if lo < hi:
+                out.append((lo, hi))
+        return out
+
+    def next_held(self, C: BlockChain, a: int, b: int) -> int:
+        """The first block in ``[a, b)`` of ``C`` that a span holds, else ``b``."""
+        d = self.d
+        if not d or a >= b:
+            return b
+        st = C.step
+        if st:
+            ka = a // st
+            kb = (b - 1) // st
+        else:
+            ka = C.seg(a)
+            kb = C.seg(b - 1)
+        sl = C.hs[ka:kb + 1]
+        if d.keys().isdisjoint(sl):
+            return b
+        present = list(map(d.__contains__, sl))
+        i = present.index(True)
+        while True:
+            held = self._held(C, ka + i, a, b)
+            if held:
+                return min(lo for lo, _ in held)
+            try:
+                i = present.index(True, i + 1)
+            except ValueError:
+                return b
+
+    def prev_held(self, C: BlockChain, a: int, b: int) -> int:
+        """One past the last block in ``[a, b)`` of ``C`` that a span holds, else ``a``."""
+        if not self.d or a >= b:
+            return a
+        for k in range(C.seg(b - 1), C.seg(a) - 1, -1):
+            held = self._held(C, k, a, b)
+            if held:
+                return max(hi for _, hi in held)
+        return a
+
+    def covered_end(self, C: BlockChain, a: int, b: int) -> int:
+        """The first block in ``[a, b)`` of ``C`` that no span holds, else ``b``."""
+        while a < b:
+            x = self.find(C, C.seg(a), a)
+            if x is None:
+                break
+            a = common_end(C, x.chain, a, x.hi if x.hi < b else b)
+        return a
+
+    def cut(self, lru, x: BlockSpan, a: int, b: int) -> None:
+        """Drop blocks ``[a, b)`` from span ``x``; what is left keeps ``x``'s place in
+        ``lru`` (None: ``x`` is not in one), the upper part leaving first."""
+        lo = x.lo
+        hi = x.hi
+        if b < hi:
+            x.lo = b
+            if lo < a:
+                low = BlockSpan(x.chain, lo, a, x.ref)
+                self.detach(x, lo, b)
+                self.attach(low, lo, a)
+                if lru is not None:
+                    lru.insert_after(x, low)
+            else:
+                self.detach(x, a, b)
+        elif lo < a:
+            x.hi = a
+            self.detach(x, a, b)
+        else:
+            x.hi = a
+            self.detach(x, a, b)
+            if lru is not None:
+                lru.unlink(x)
+
+    def split_out(self, lru, x: BlockSpan, a: int, b: int) -> BlockSpan:
+        """The span of blocks ``[a, b)`` of ``x``, on its own and out of ``lru``."""
+        if x.lo == a and x.hi == b:
+            if lru is not None:
+                lru.unlink(x)
+            return x
+        self.cut(lru, x, a, b)
+        m = BlockSpan(x.chain, a, b, x.ref)
+        self.attach(m, a, b)
+        return m
+
+
+
+def check_spans(idx: SpanIndex, spans: list) -> None:
+    """``spans`` are well formed, ``idx`` lists exactly the segments each of them meets, and
+    no block is held twice."""
+    want: dict = {}
+    for x in spans:
+        if x.lo >= x.hi:
+            raise AssertionError(f"empty span {x!r}")
+        C = x.chain
+        los = C.los
+        for k in range(C.seg(x.lo), C.seg(x.hi - 1) + 1):
+            want.setdefault(C.hs[k], []).append((max(x.lo, los[k]), min(x.hi, los[k + 1]), x))
+    d = idx.d
+    if len(d) != len(want):
+        raise AssertionError("span index out of date")
+    for h, held in want.items():
+        v = d.get(h)
+        got = v if v.__class__ is list else [v]
+        if {id(x) for x in got} != {id(x) for _, _, x in held} or len(got) != len(held) or \
+                (v.__class__ is list and len(v) < 2):
+            raise AssertionError(f"span index of segment {h} out of date")
+        held.sort(key=lambda t: t[0])
+        for (_, hi, _), (lo, _, _) in zip(held, held[1:]):
+            if lo < hi:
+                raise AssertionError(f"blocks of segment {h} held twice")
