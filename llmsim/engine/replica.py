@@ -16,7 +16,10 @@ Cluster hooks (issue 7; the policy lives in :mod:`llmsim.engine.cluster`):
   until the scheduler can reserve a slot and blocks for them (backpressure), then move over the
   network; once moved they wait in ``ready`` and join the decode group at the next step
   boundary. Both happen only at step boundaries, and anything that queues work here ends a
-  macro-step at the end of the step in flight (as an arrival does), so macro-steps stay exact.
+  macro-step at the end of the step in flight (as an arrival does), so macro-steps stay exact;
+  while a context waits for room here, macro-steps stop at the next finish (which frees room).
+- Macro-steps apply the finishes inside them lazily; :meth:`Replica.sync` brings the state to
+  what single stepping shows at a given time (the cluster calls it before routing).
 - ``kill(now)`` (spot preemption, lost peer): the steps of a macro-step that ended by ``now``
   are applied, the step in flight is abandoned, the engine processes stop and every request is
   evicted and returned to the cluster.
