@@ -3,10 +3,10 @@ token, decode-side backpressure, macro-step equivalence."""
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from llmsim.api import simulate
+from macro_check import assert_macro_equals_single
 from llmsim.cost.memory import kv_transfer_bytes
 from llmsim.cost.types import BatchAggregates
 from llmsim.engine.simulation import Simulation
@@ -147,15 +147,6 @@ def test_disaggregated_macro_steps_equal_single_steps():
                         "output_tokens": {"dist": "lognormal", "mean": 150, "sigma": 0.8,
                                           "max": 800}},
            "simulation": {"timeline_interval_s": 2.0}}
-    a = simulate(scn)
-    scn["simulation"]["macro_steps"] = False
-    b = simulate(scn)
-    cols = ["request_id", "status", "num_output_tokens", "num_preemptions", "pool", "replica"]
-    pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
-    for c in ["first_scheduled_s", "first_token_s", "finish_s"]:
-        np.testing.assert_allclose(a.requests[c], b.requests[c], rtol=1e-9, atol=1e-12)
-    ga = np.sort(np.repeat(a.itl_gaps_s, a.itl_weights))
-    gb = np.sort(np.repeat(b.itl_gaps_s, b.itl_weights))
-    np.testing.assert_allclose(ga, gb, rtol=1e-9, atol=1e-12)
+    a, b = assert_macro_equals_single(scn, ["pool"])
     assert a.summary["events"] < b.summary["events"]
     assert a.summary["requests"]["finished"] == 200

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from llmsim.api import simulate
+from macro_check import assert_macro_equals_single
 
 
 def random_scenario(rng, policy):
@@ -31,20 +32,7 @@ def random_scenario(rng, policy):
 def test_macro_steps_equal_single_steps(policy):
     rng = np.random.default_rng(11)
     for _ in range(3):
-        scn = random_scenario(rng, policy)
-        a = simulate(scn)
-        scn["simulation"]["macro_steps"] = False
-        b = simulate(scn)
-        cols = ["request_id", "status", "num_output_tokens", "num_preemptions", "replica"]
-        pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
-        for c in ["first_scheduled_s", "first_token_s", "finish_s"]:
-            np.testing.assert_allclose(a.requests[c], b.requests[c], rtol=1e-9, atol=1e-12)
-        ga = np.sort(np.repeat(a.itl_gaps_s, a.itl_weights))
-        gb = np.sort(np.repeat(b.itl_gaps_s, b.itl_weights))
-        np.testing.assert_allclose(ga, gb, rtol=1e-9, atol=1e-12)
-        assert a.summary["events"] <= b.summary["events"]
-        np.testing.assert_allclose(a.summary["pools"]["p"]["utilization"],
-                                   b.summary["pools"]["p"]["utilization"], rtol=1e-9)
+        assert_macro_equals_single(random_scenario(rng, policy))
 
 
 def test_macro_steps_with_duration_limit():
@@ -59,24 +47,6 @@ def test_macro_steps_with_duration_limit():
                                   b.requests[["request_id", "status", "num_output_tokens"]])
 
 
-def _same_run(scn):
-    a = simulate(scn)
-    scn = {**scn, "simulation": {**scn.get("simulation", {}), "macro_steps": False}}
-    b = simulate(scn)
-    cols = ["request_id", "status", "num_output_tokens", "num_preemptions", "replica"]
-    pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
-    for c in ["first_token_s", "finish_s"]:
-        np.testing.assert_allclose(a.requests[c], b.requests[c], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(np.sort(np.repeat(a.itl_gaps_s, a.itl_weights)),
-                               np.sort(np.repeat(b.itl_gaps_s, b.itl_weights)),
-                               rtol=1e-9, atol=1e-12)
-    for k in ("utilization", "kv_usage_mean"):
-        np.testing.assert_allclose(a.summary["pools"]["p"][k], b.summary["pools"]["p"][k],
-                                   rtol=1e-9)
-    assert a.summary["simulated_s"] == pytest.approx(b.summary["simulated_s"], rel=1e-9)
-    return a, b
-
-
 @pytest.mark.parametrize("router", ["least_kv", "power_of_two", "capacity_weighted"])
 def test_macro_steps_through_finishes_keep_router_views(router):
     """Macro-steps run through request finishes; routers that read ``num_outstanding`` or
@@ -86,7 +56,7 @@ def test_macro_steps_through_finishes_keep_router_views(router):
     scn["cluster"]["router"] = router
     scn["cluster"]["pools"][0]["replicas"] = 3
     scn["workload"]["arrival"]["rate_per_s"] = 25.0
-    a, b = _same_run(scn)
+    a, b = assert_macro_equals_single(scn)
     assert a.summary["events"] < b.summary["events"]
 
 
@@ -96,7 +66,7 @@ def test_macro_steps_when_the_run_stops_at_the_last_arrival():
     rng = np.random.default_rng(8)
     scn = random_scenario(rng, "vllm")
     scn["simulation"]["drain"] = False
-    a, _ = _same_run(scn)
+    a, _ = assert_macro_equals_single(scn)
     assert (a.requests["status"] == "unfinished").any()
 
 
@@ -107,4 +77,4 @@ def test_macro_steps_with_sliding_window_and_kv_pressure():
     scn["cluster"]["pools"][0]["memory"] = {"gpu_memory_utilization": 0.25}
     scn["cluster"]["pools"][0]["hardware"] = "h100-sxm"
     scn["workload"]["arrival"]["rate_per_s"] = 30.0
-    _same_run(scn)
+    assert_macro_equals_single(scn)

@@ -62,7 +62,7 @@ class Replica:
                  check_invariants: bool = False, macro_steps: bool = True,
                  horizon_s: float = float("inf"), max_run_steps: int = 256,
                  role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1,
-                 step_sink: list | None = None, span_finishes: bool = True):
+                 step_sink: list | None = None):
         self.env = env
         self.step_sink = step_sink   # a list receiving one tuple per step (record_steps)
         self.pool = pool
@@ -74,7 +74,6 @@ class Replica:
         self.on_end = on_end
         self.check_invariants = check_invariants
         self.macro_steps = macro_steps
-        self.span_finishes = span_finishes   # macro-steps may run through request finishes
         self.horizon_s = horizon_s
         self.max_run_steps = max_run_steps
         self.role = role
@@ -93,9 +92,6 @@ class Replica:
         self.port_in = None
         self.fabric_latency_s = 0.0
         self._run_proc = None
-        self._run_ends = None
-        self._run_durs = None
-        self._run_fins = None
         self._run_plan = None   # DecodeRunPlan of the macro-step in flight
         self._run_out = None
         self._run_k = 0         # the macro-step ends after step k ...
@@ -353,7 +349,7 @@ class Replica:
         (the engine then calls :meth:`_continue_run` when it fires).
 
         The plan (:class:`~llmsim.scheduling.runs.DecodeRunPlan`) goes through request
-        finishes when ``span_finishes`` and no incoming context waits for room a finish could
+        finishes unless an incoming context waits for room a finish could
         free (the batch shrinks at known steps) and stops before a block shortage, at the step
         that crosses the next timeline sample or the run's horizon; it is planned
         ``_run_cap()`` steps at a time. An arrival routed here meanwhile cuts the run at the
@@ -364,12 +360,9 @@ class Replica:
         ~1e-15)."""
         plan = sched.plan_decode_run(now, now + dt, min(self._next_sample_s, self.horizon_s),
                                      self.cost.decode_step_line,
-                                     self.span_finishes and not ve.incoming)
+                                     not ve.incoming)
         plan.extend(self._run_cap())
         self._run_plan = plan
-        self._run_ends = plan.ends
-        self._run_durs = plan.durs
-        self._run_fins = plan.fin_steps
         self._run_out = out
         self._run_a = 0
         self._run_k = 0
@@ -385,15 +378,18 @@ class Replica:
         if k > 1 and ends[k] >= self.horizon_s:
             k -= 1      # a step ending past the horizon is never applied: stop before it
             plan.open = False
-            fins = plan.fin_steps
-            if fins and fins[-1] >= k:
-                fins.pop()
         self._run_k = k
-        fins = plan.fin_steps
-        i = bisect.bisect_right(fins, self._run_a)
-        self.fin_due_s = ends[fins[i]] if i < len(fins) else INF
+        self._update_fin_due()
         self._kv_t = self._busy_until_s = ends[k]
         return ends[k]
+
+    def _update_fin_due(self) -> None:
+        """``fin_due_s``: the end of the first step of the run, applied after ``_run_a`` and
+        before its last step ``_run_k``, after which a request finishes (INF if none)."""
+        plan = self._run_plan
+        fins = plan.fin_steps
+        i = bisect.bisect_right(fins, self._run_a)
+        self.fin_due_s = plan.ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
 
     def _continue_run(self, sched):
         """The run's timeout fired at ``ends[_run_k]``: plan more steps if the plan can go on
@@ -404,10 +400,10 @@ class Replica:
             plan.extend(self._run_cap())
             if len(plan.ends) - 1 > k:
                 return self._set_run_end()
+        self._apply_run(sched, self._run_k)
         self._run_proc = None
         self._run_plan = None
         self.fin_due_s = INF
-        self._apply_run(sched, self._run_k)
         if self.check_invariants:
             sched.kv.check()
         if sched.finished:
@@ -419,8 +415,9 @@ class Replica:
     def _apply_run(self, sched, k) -> None:
         """Apply steps ``_run_a+1 .. k`` of the macro-step, the last one ending the run at
         ``ends[k]``, with the accounting single stepping would do."""
-        ends = self._run_ends
-        durs = self._run_durs
+        plan = self._run_plan
+        ends = plan.ends
+        durs = plan.durs
         busy, integral = sched.run_decode_steps(ends, durs, self._run_a, k - 1, self.busy_s,
                                                 self.kv_usage_integral)
         kv = sched.kv
@@ -440,19 +437,18 @@ class Replica:
         ve = self._run_proc
         if ve is None:
             return
-        ends = self._run_ends
+        plan = self._run_plan
+        ends = plan.ends
         a = self._run_a
         j = bisect.bisect_right(ends, now, a + 1, self._run_k) - 1
         if j <= a:
             return
         sched = ve.scheduler
         self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
-            ends, self._run_durs, a, j, self.busy_s, self.kv_usage_integral)
+            ends, plan.durs, a, j, self.busy_s, self.kv_usage_integral)
         self.num_steps += j - a
         self._run_a = j
-        fins = self._run_fins
-        i = bisect.bisect_right(fins, j)
-        self.fin_due_s = ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
+        self._update_fin_due()
         if self.check_invariants:
             sched.kv.check()
         if sched.finished:
@@ -472,20 +468,16 @@ class Replica:
     def _interrupt_run(self, t: float) -> None:
         """An arrival at ``t`` was queued on a replica inside a macro-step: end the macro-step
         at the end of the step that contains ``t`` (never one already applied)."""
-        ends = self._run_ends
+        plan = self._run_plan
+        ends = plan.ends
         k = self._run_k
-        a = self._run_a + 1
-        j = bisect.bisect_left(ends, t, a, k + 1)
+        j = bisect.bisect_left(ends, t, self._run_a + 1, k + 1)
         self.num_cuts += 1
-        self._run_plan.open = False      # the run ends at the end of step j: no more planning
+        plan.open = False      # the run ends at the end of step j: no more planning
         if j < k:
             self._run_k = j
             self._kv_t = self._busy_until_s = ends[j]
-            fins = self._run_fins
-            if fins and fins[-1] >= j:
-                del fins[bisect.bisect_left(fins, j):]
-                i = bisect.bisect_right(fins, self._run_a)
-                self.fin_due_s = ends[fins[i]] if i < len(fins) else INF
+            self._update_fin_due()
             self._retarget(ends[j])
 
     def _retarget(self, t: float) -> None:
@@ -521,13 +513,13 @@ class Replica:
         last_token_s)]`` (see ``Scheduler.evict_all``); hand-offs are the cluster's business."""
         ve = self._run_proc
         if ve is not None:
-            ends, k = self._run_ends, self._run_k
-            j = bisect.bisect_right(ends, now, self._run_a + 1, k + 1) - 1
+            j = bisect.bisect_right(self._run_plan.ends, now, self._run_a + 1,
+                                    self._run_k + 1) - 1
+            if j > self._run_a:
+                self._apply_run(ve.scheduler, j)
             self._run_proc = None
             self._run_plan = None
             self.fin_due_s = INF
-            if j > self._run_a:
-                self._apply_run(ve.scheduler, j)
         over = self._busy_until_s - now
         if over > 0:
             self.busy_s -= over

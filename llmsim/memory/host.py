@@ -102,22 +102,9 @@ class HostKVTier:
     def _pop_front(self, n: int) -> None:
         """Drop the ``n`` least recently used prefix blocks (the caller adjusts the free
         count)."""
-        lru = self._lru
-        idx = self._idx
         self.num_prefix_blocks -= n
-        while n:
-            x = lru.head.next
-            hi = x.hi
-            k = hi - x.lo
-            if k > n:
-                lo = x.hi = hi - n
-                n = 0
-            else:
-                lo = x.lo
-                n -= k
-                lru.unlink(x)
-                x.hi = lo
-            idx.detach(x, lo, hi)
+        for _ in self._lru.pop_oldest(n, self._idx):
+            pass
 
     def _append(self, C: BlockChain, lo: int, hi: int) -> None:
         """Blocks ``hi-1 … lo`` of ``C`` (none kept) become the most recently used."""

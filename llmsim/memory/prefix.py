@@ -118,25 +118,11 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             self._evict(over)
 
     def _evict(self, n: int) -> None:
-        lru = self._lru
-        idx = self._idx
         host = self._offload
         self._num_evictable -= n
         self._num_cached -= n
         self.evicted_blocks += n
-        while n:
-            x = lru.head.next
-            hi = x.hi
-            k = hi - x.lo
-            if k > n:                          # the span's top blocks leave first
-                lo = x.hi = hi - n
-                n = 0
-            else:
-                lo = x.lo
-                n -= k
-                lru.unlink(x)
-                x.hi = lo
-            idx.detach(x, lo, hi)
+        for x, lo, hi in self._lru.pop_oldest(n, self._idx):   # top blocks leave first
             C = x.chain
             if self._watch is not None:
                 self._touch(C, lo, hi)

@@ -36,6 +36,13 @@ class BlockChain:
         st = self.step
         return j // st if st else bisect_right(self.los, j) - 1
 
+    def seg_range(self, a: int, b: int) -> tuple:
+        """Segments ``(ka, kb)`` holding blocks ``a`` and ``b - 1``."""
+        st = self.step
+        if st:
+            return a // st, (b - 1) // st
+        return bisect_right(self.los, a) - 1, bisect_right(self.los, b - 1) - 1
+
     def key(self, j: int) -> tuple:
         return self.hs[self.seg(j)], j
 
@@ -83,13 +90,7 @@ def common_end(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
     hc = C.hs
     hd = D.hs
     if C.geo == D.geo:
-        st = C.step
-        if st:
-            ka = a // st
-            kb = (b - 1) // st
-        else:
-            ka = C.seg(a)
-            kb = C.seg(b - 1)
+        ka, kb = C.seg_range(a, b)
         if hc[kb] == hd[kb] and (ka == kb or hc[ka:kb] == hd[ka:kb]):
             return b
         k = ka
@@ -197,6 +198,26 @@ class SpanLRU:
         n.prev = p
         s.prev = s.next = None
 
+    def pop_oldest(self, n: int, idx: "SpanIndex"):
+        """Take the ``n`` least recently used blocks out (each span's top blocks first) and out
+        of ``idx``; yields ``(span, lo, hi)`` for each piece: blocks ``lo … hi-1`` of
+        ``span.chain``, already detached. The caller lists at least ``n`` blocks."""
+        head = self.head
+        while n:
+            x = head.next
+            hi = x.hi
+            k = hi - x.lo
+            if k > n:
+                lo = x.hi = hi - n
+                n = 0
+            else:
+                lo = x.lo
+                n -= k
+                self.unlink(x)
+                x.hi = lo
+            idx.detach(x, lo, hi)
+            yield x, lo, hi
+
 
 class SpanIndex:
     """Segment hash ``h`` → the span, or list of spans, holding blocks keyed ``h``."""
@@ -209,13 +230,7 @@ class SpanIndex:
         """Segments of ``s.chain`` met by blocks ``[a, b)`` that ``s`` does not hold outside
         ``[a, b)`` (its extent ``s.lo … s.hi-1`` excludes or already includes the range)."""
         C = s.chain
-        st = C.step
-        if st:
-            ka = a // st
-            kb = (b - 1) // st
-        else:
-            ka = C.seg(a)
-            kb = C.seg(b - 1)
+        ka, kb = C.seg_range(a, b)
         los = C.los
         if s.lo < a and los[ka] < a:
             ka += 1
@@ -319,13 +334,7 @@ class SpanIndex:
         d = self.d
         if not d or a >= b:
             return b
-        st = C.step
-        if st:
-            ka = a // st
-            kb = (b - 1) // st
-        else:
-            ka = C.seg(a)
-            kb = C.seg(b - 1)
+        ka, kb = C.seg_range(a, b)
         sl = C.hs[ka:kb + 1]
         if d.keys().isdisjoint(sl):
             return b
