@@ -264,9 +264,12 @@ class Replica:
         sched = ve.scheduler
         kv = sched.kv
         cost = self.cost
+        line_of = getattr(cost, "decode_step_line", None)    # None: pipeline cost model
         pipelined = len(self.engines) > 1
         macro = self.macro_steps and not pipelined and sched.supports_macro
         handoff = self.handoff
+        # decode-only steps of a standard scheduler cost CostModel.decode_step_line
+        plain_decode = sched.supports_macro and not pipelined and line_of is not None
         empty_in_a_row = 0
         while True:
             if ve.incoming or ve.ready or ve.control is not None:
@@ -301,7 +304,18 @@ class Replica:
                 continue
             empty_in_a_row = 0
             agg = out.agg
-            dt = cost.step_time_s(agg) + out.extra_s
+            if out.prefills or not plain_decode:
+                dt = cost.step_time_s(agg) + out.extra_s
+            else:   # pure decode: the same time from the memoised decode line (~1e-15)
+                a1, b1, a2, b2, g, q = line_of(out.num_decodes)
+                c = agg.decode_ctx_sum
+                dt = a1 + b1 * c
+                x = a2 + b2 * c
+                if x > dt:
+                    dt = x
+                if g > dt:
+                    dt = g
+                dt += q + out.extra_s
             if self.step_sink is not None:
                 self.step_sink.append((self.pool, self.index, ve.index, now, dt,
                                        agg.prefill_seqs, agg.prefill_tokens, agg.decode_seqs,
@@ -418,8 +432,8 @@ class Replica:
         plan = self._run_plan
         ends = plan.ends
         durs = plan.durs
-        busy, integral = sched.run_decode_steps(ends, durs, self._run_a, k - 1, self.busy_s,
-                                                self.kv_usage_integral)
+        busy, integral = sched.run_decode_steps(ends, durs, plan.fin_steps, self._run_a, k - 1,
+                                                self.busy_s, self.kv_usage_integral)
         kv = sched.kv
         d = durs[k - 1]
         self.busy_s = busy + d
@@ -445,7 +459,7 @@ class Replica:
             return
         sched = ve.scheduler
         self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
-            ends, plan.durs, a, j, self.busy_s, self.kv_usage_integral)
+            ends, plan.durs, plan.fin_steps, a, j, self.busy_s, self.kv_usage_integral)
         self.num_steps += j - a
         self._run_a = j
         self._update_fin_due()

@@ -22,7 +22,10 @@ decoding request, grouped by the time of the request's previous token (``itl.add
 """
 from __future__ import annotations
 
+import bisect
 import heapq
+from itertools import accumulate, cycle, islice
+from operator import mul
 
 from llmsim.cost.types import BatchAggregates
 from llmsim.scheduling.queue import make_queue
@@ -569,14 +572,20 @@ class Scheduler:
         ``t1``); see :class:`~llmsim.scheduling.runs.DecodeRunPlan` (the caller extends it)."""
         return DecodeRunPlan(self, now, t1, limit_s, line_of, span)
 
-    def run_decode_steps(self, ends, durs, a: int, m: int, busy_s: float,
+    def run_decode_steps(self, ends, durs, fin_steps, a: int, m: int, busy_s: float,
                          kv_integral: float) -> tuple:
         """Steps ``a+1 .. m`` of a planned macro-step (:meth:`plan_decode_run`), each as one
         ``update_from_output`` (ITL, tokens, finishes at ``ends[i]``) followed by the
         ``schedule`` of the next decode-only step (its blocks reserved), on a state that has
-        applied steps ``1 .. a`` and scheduled step ``a + 1``. Also returns the replica's busy
-        time and KV-usage integral with each step added when it starts, as single stepping
-        accounts them: ``(busy_s, kv_integral)``."""
+        applied steps ``1 .. a`` and scheduled step ``a + 1``. ``fin_steps`` (sorted) are the
+        steps after which some request finishes. Also returns the replica's busy time and
+        KV-usage integral with each step added when it starts, as single stepping accounts
+        them: ``(busy_s, kv_integral)``.
+
+        Work is per *segment*, not per step, except for the KV-usage integral: step 1 (it
+        records the ITL of decoders that joined before it) and each step in ``fin_steps`` go
+        through ``_advance_decodes``; the steps between them, with an unchanged batch, are
+        applied at once (their ITL gaps are the step durations, ``nd`` tokens each)."""
         if m <= a:
             return busy_s, kv_integral
         kv = self.kv
@@ -584,40 +593,58 @@ class Scheduler:
         pc = self._phase_count
         bs = self.block_size
         nb = kv.num_blocks
-        heap = self._finish_heap
-        gaps = []             # ITL gaps of the steps since the last membership change
-        nd = self.nd - self._padding
-        last = self._last_decode_end_s
+        itl = self.itl
+        u = nb - kv.num_free_blocks      # blocks in use during the step being applied
+        integ = 0.0                      # Σ u · d over the steps applied (÷ nb at the end)
         D = self.D
-        for i in range(a + 1, m + 1):
-            d = durs[i - 1]
-            busy_s += d
-            kv_integral += (nb - kv.num_free_blocks) / nb * d
-            t = ends[i]
-            if i == 1 or (heap and heap[0][0] <= D + 1):
-                if gaps:
-                    self.itl.add_many(gaps, nd)
-                    self.tokens_out += nd * len(gaps)
-                    gaps = []
+        fi = bisect.bisect_right(fin_steps, a)
+        nf = len(fin_steps)
+        i = a + 1
+        while i <= m:
+            nxt = fin_steps[fi] if fi < nf else m + 1
+            if i == 1 or i == nxt:
+                # the batch changes after this step (joined group recorded, finishers leave)
+                integ += u * durs[i - 1]
+                kv.num_free_blocks = nb - u
                 self.D = D
-                self._last_decode_end_s = last
+                if i > a + 1:
+                    self._last_decode_end_s = ends[i - 1]
                 self._decode_reserved = 0
-                self._advance_decodes(t)      # joined groups, finishes
+                self._advance_decodes(ends[i])
                 D = self.D
-                nd = self.nd - self._padding
-            else:
-                gaps.append(t - last)
-                D += 1
-            last = t
+                u = nb - kv.num_free_blocks
+                if grows and self.nd:
+                    u += pc[D % bs]
+                    self._decode_reserved = 1
+                if i == nxt:
+                    fi += 1
+                i += 1
+                continue
+            y = nxt - 1 if nxt <= m else m       # steps i .. y keep the batch unchanged
+            live = self.nd - self._padding
+            if live:
+                itl.add_many(durs[i - 1:y], live)
+                self.tokens_out += live * (y - i + 1)
+            n = y - i + 1
             if grows and self.nd:
-                kv.num_free_blocks -= pc[D % bs]
+                # blocks in use grow by pc[D % bs] after each step: the phase counts rotated
+                # to this segment's first reservation, cycled and summed up (C-level loops)
+                r = (D + 1) % bs
+                rot = pc[r:] + pc[:r]
+                integ += sum(map(mul, accumulate(islice(cycle(rot), n - 1), initial=u),
+                                 durs[i - 1:y]))
+                full, rem = divmod(n, bs)
+                u += full * sum(pc) + sum(rot[:rem])
+                D += n
                 self._decode_reserved = 1
-        if gaps:
-            self.itl.add_many(gaps, nd)
-            self.tokens_out += nd * len(gaps)
+            else:
+                integ += u * sum(durs[i - 1:y])
+                D += n
+            i = y + 1
+        kv.num_free_blocks = nb - u
         self.D = D
-        self._last_decode_end_s = last
-        return busy_s, kv_integral
+        self._last_decode_end_s = ends[m]
+        return busy_s + (ends[m] - ends[a]), kv_integral + integ / nb
 
     def _on_decode_finished(self, st, now):
         self._remove_running(st)

@@ -20,6 +20,8 @@ about as far as the next arrival is likely to cut the run, so little planning is
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
+from itertools import accumulate
 
 DECODE = 1      # SeqState.phase of a decoder (llmsim.scheduling.base.DECODE)
 
@@ -111,8 +113,7 @@ class DecodeRunPlan:
         fi = self._fi
         nxt = fins[fi][0] if fi < nf else -1
         ends = self.ends
-        end_append = ends.append
-        dur_append = self.durs.append
+        durs = self.durs
         limit_s = self._limit_s
         t = ends[-1]
         stop = False
@@ -129,25 +130,64 @@ class DecodeRunPlan:
                     stop = True
                     break
                 a1, b1, a2, b2, g, q = self._coef = self._line_of(nd)
-            if grows:
-                free -= pc[Di % bs]
-                if free < 0:
+            # steps scheduled at Di .. De - 1 have the same batch
+            De = nxt if Di < nxt < Dcap else Dcap
+            if not grows and De - Di >= 8:
+                # the step time is max(line1, line2, floor) of the context sum, which grows
+                # by nd per step: a convex function, so a line that is the maximum at both
+                # ends of the segment is the maximum all along it
+                c = K + nd * Di
+                ce = K + nd * (De - 1)
+                x1 = a1 + b1 * c
+                x2 = a2 + b2 * c
+                y1 = a1 + b1 * ce
+                y2 = a2 + b2 * ce
+                if x1 >= x2 and x1 >= g and y1 >= y2 and y1 >= g:
+                    a, b = a1 + q + b1 * K, b1 * nd
+                elif x2 >= x1 and x2 >= g and y2 >= y1 and y2 >= g:
+                    a, b = a2 + q + b2 * K, b2 * nd
+                elif g >= x1 and g >= x2 and g >= y1 and g >= y2:
+                    a, b = g + q, 0.0
+                else:
+                    a = None
+                if a is not None:
+                    seg = [a + b * D for D in range(Di, De)]
+                    n0 = len(ends)
+                    ends.extend(accumulate(seg, initial=t))
+                    del ends[n0]           # accumulate repeats its initial value
+                    t = ends[-1]
+                    durs.extend(seg)
+                    if t >= limit_s:      # stop after the step that reaches the limit
+                        j = bisect_left(ends, limit_s, n0)
+                        del ends[j + 1:]
+                        del durs[j:]
+                        Di += j - n0 + 1
+                        stop = True
+                        break
+                    Di = De
+                    continue
+            while Di < De:
+                if grows:
+                    free -= pc[Di % bs]
+                    if free < 0:
+                        stop = True
+                        break
+                c = K + nd * Di
+                d = a1 + b1 * c
+                x = a2 + b2 * c
+                if x > d:
+                    d = x
+                if g > d:
+                    d = g
+                d += q
+                t += d
+                ends.append(t)
+                durs.append(d)
+                Di += 1
+                if t >= limit_s:
                     stop = True
                     break
-            c = K + nd * Di
-            d = a1 + b1 * c
-            x = a2 + b2 * c
-            if x > d:
-                d = x
-            if g > d:
-                d = g
-            d += q
-            t += d
-            end_append(t)
-            dur_append(d)
-            Di += 1
-            if t >= limit_s:
-                stop = True
+            if stop:
                 break
         if not self._span and Di > self._upto:
             stop = True
