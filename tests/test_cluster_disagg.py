@@ -3,6 +3,7 @@ token, decode-side backpressure, macro-step equivalence."""
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmsim.api import simulate
@@ -150,3 +151,31 @@ def test_disaggregated_macro_steps_equal_single_steps():
     a, b = assert_macro_equals_single(scn, ["pool"])
     assert a.summary["events"] < b.summary["events"]
     assert a.summary["requests"]["finished"] == 200
+
+
+@pytest.mark.parametrize("seed,util,rate,watermark", [(0, 0.23, 60, 0.0), (3, 0.23, 40, 0.0),
+                                                      (5, 0.24, 40, 0.01)])
+def test_hand_offs_reserved_inside_macro_steps_equal_single_steps(seed, util, rate, watermark):
+    """A hand-off queued during a macro-step reserves its room at the next step boundary
+    without ending the macro-step (Replica._boundary_in_run). Tight decode KV makes every
+    outcome happen in these cases: the macro-step goes on, ends after the next step, ends at
+    the next finish while a context waits for room, and ends at the boundary because the next
+    step would preempt (watermark 0). Macro-steps must still equal single steps."""
+    scn = {"name": "dis-tight", "seed": seed, "model": "llama-3.1-8b",
+           "cluster": {"router": "least_outstanding", "pools": [
+               {"name": "pre", "hardware": "h100-sxm", "replicas": 1, "role": "prefill"},
+               {"name": "dec", "hardware": "h100-sxm", "replicas": 2, "role": "decode",
+                "memory": {"gpu_memory_utilization": util, "watermark": watermark},
+                "scheduler": {"policy": "vllm", "max_num_seqs": 256}}],
+               "network": {"links": [{"src": "pre", "dst": "dec", "bandwidth_gbps": 25,
+                                      "latency_ms": 2}]}},
+           "workload": {"num_requests": 300,
+                        "arrival": {"process": "poisson", "rate_per_s": rate},
+                        "prompt_tokens": {"dist": "lognormal", "mean": 300, "sigma": 0.5,
+                                          "max": 2000},
+                        "output_tokens": {"dist": "lognormal", "mean": 60, "sigma": 0.5,
+                                          "max": 400}},
+           "simulation": {"timeline_interval_s": 2.0}}
+    a, b = assert_macro_equals_single(scn, ["pool"])
+    assert a.summary["requests"]["finished"] == 300
+    pd.testing.assert_frame_equal(a.timeline, b.timeline)

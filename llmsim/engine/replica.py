@@ -97,6 +97,7 @@ class Replica:
         self._run_k = 0         # the macro-step ends after step k ...
         self._run_a = 0         # ... and has applied steps 1..a (sync)
         self.fin_due_s = INF    # end of the first unapplied step of the run that finishes one
+        self._boundary_due = None   # (plan, j): _boundary_in_run is due at the end of step j
         self.num_arrivals = 0
         self.num_cuts = 0       # work queued here during a macro-step (sizes _run_cap)
         self.num_runs = 0
@@ -168,22 +169,43 @@ class Replica:
         self.poke(ve)
 
     def enqueue_incoming(self, h) -> None:
-        """A context computed elsewhere wants to continue here (hand-off ``h``)."""
+        """A context computed elsewhere wants to continue here (hand-off ``h``).
+
+        Its slot and blocks are reserved at the next step boundary. Inside a macro-step that
+        boundary is handled without ending the macro-step (:meth:`_boundary_in_run`): a
+        reservation does not change the batch."""
         ve = self._pick_engine()
         h.dst = self
         h.dst_ve = ve
         ve.incoming.append(h)
         self.num_outstanding += 1
         self.num_arrivals += 1
+        plan = self._run_plan
+        if self._run_proc is ve and plan is not None:
+            now = self.env.now
+            j = bisect.bisect_left(plan.ends, now, self._run_a + 1, self._run_k + 1)
+            if j < self._run_k:
+                if self._boundary_due != (plan, j):
+                    self._boundary_due = (plan, j)
+                    ev = self.env.timeout(plan.ends[j] - now)
+                    ev.callbacks.append(self._boundary_in_run)
+                return
         self.poke(ve)
 
     def poke(self, ve) -> None:
         """Work was queued for ``ve``: end a macro-step at the end of the step in flight and
-        wake the engine if it sleeps."""
+        wake the engine if it sleeps. An engine asleep with nothing it could run (a prefill
+        replica whose hand-off has moved) is not woken: it only takes the timeline samples
+        its wake-up would take."""
         if self._run_proc is not None:
             self._interrupt_run(self.env.now)
         if ve.wake is not None and not ve.wake.triggered:
-            ve.wake.succeed()
+            sched = ve.scheduler
+            if (sched.running or sched.waiting or sched.swapped or ve.incoming or ve.ready
+                    or ve.control is not None):
+                ve.wake.succeed()
+            elif self.env.now >= self._next_sample_s:
+                self._sample()
 
     def _collect(self, sched) -> None:
         ended = sched.finished
@@ -414,7 +436,8 @@ class Replica:
             plan.extend(self._run_cap())
             if len(plan.ends) - 1 > k:
                 return self._set_run_end()
-        self._apply_run(sched, self._run_k)
+        if self._run_a < self._run_k:      # else _boundary_in_run applied the last step
+            self._apply_run(sched, self._run_k)
         self._run_proc = None
         self._run_plan = None
         self.fin_due_s = INF
@@ -448,18 +471,21 @@ class Replica:
         """Bring a replica inside a macro-step to the state single stepping shows at ``now``:
         apply the steps that ended by then (finishes included) except the run's last one,
         which its own process applies."""
+        if self._run_proc is None:
+            return
+        j = bisect.bisect_right(self._run_plan.ends, now, self._run_a + 1, self._run_k) - 1
+        if j > self._run_a:
+            self._apply_steps(j)
+
+    def _apply_steps(self, j: int) -> None:
+        """Apply steps ``_run_a + 1 .. j`` (``j`` < ``_run_k``) of the macro-step in flight,
+        with the blocks of step ``j + 1`` reserved."""
         ve = self._run_proc
-        if ve is None:
-            return
         plan = self._run_plan
-        ends = plan.ends
         a = self._run_a
-        j = bisect.bisect_right(ends, now, a + 1, self._run_k) - 1
-        if j <= a:
-            return
         sched = ve.scheduler
         self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
-            ends, plan.durs, plan.fin_steps, a, j, self.busy_s, self.kv_usage_integral)
+            plan.ends, plan.durs, plan.fin_steps, a, j, self.busy_s, self.kv_usage_integral)
         self.num_steps += j - a
         self._run_a = j
         self._update_fin_due()
@@ -467,6 +493,65 @@ class Replica:
             sched.kv.check()
         if sched.finished:
             self._collect(sched)
+
+    def _boundary_in_run(self, _event) -> None:
+        """The step boundary after which contexts queued in ``incoming`` during a macro-step
+        reserve their room, handled without ending the macro-step where single stepping would
+        not change the batch there.
+
+        Single stepping does, at the boundary ``ends[j]``: the boundary work of
+        :meth:`_boundary` (reserve, start the moves) on the state after step ``j``, then the
+        decode step ``j + 1`` (its blocks reserved, preempting if they do not fit). Here: steps
+        up to ``j`` are applied, the blocks of step ``j + 1`` are given back for the boundary
+        work and taken again after it. The macro-step goes on when the rest of it still fits
+        for sure; it ends after step ``j + 1`` when only that step is sure to fit, and at
+        ``j`` when step ``j + 1`` would preempt (the engine then resumes now and schedules as
+        usual). While a context still waits for room, the macro-step ends at the next finish
+        (which frees room), where the engine tries again."""
+        plan, j = self._boundary_due
+        self._boundary_due = None
+        ve = self._run_proc
+        if (ve is None or self._run_plan is not plan or self._run_k <= j or not ve.incoming
+                or ve.ready or ve.control is not None):
+            return      # the macro-step ends at this boundary: the engine does the work
+        self._apply_steps(j)
+        sched = ve.scheduler
+        kv = sched.kv
+        r = sched._phase_count[sched.D % sched.block_size] \
+            if kv.decode_grows and sched.nd else 0
+        kv.num_free_blocks += r
+        sched._decode_reserved = 0
+        free = kv.num_free_blocks
+        self._boundary(ve)
+        taken = free - kv.num_free_blocks
+        k = self._run_k
+        ends = plan.ends
+        free = kv.num_free_blocks - r
+        if free < 0:
+            # step j + 1 would preempt: end the macro-step here, step j already applied
+            kv.num_free_blocks = free + r
+            self._run_k = j
+            plan.open = False
+            self.fin_due_s = INF
+            self._kv_t = self._busy_until_s = ends[j]
+            self._retarget(ends[j])
+            return
+        kv.num_free_blocks = free
+        if kv.decode_grows and sched.nd:
+            sched._decode_reserved = 1
+        stop = k
+        if taken and not plan.take_blocks(taken):
+            stop = j + 1           # only step j + 1 is sure to fit
+        if ve.incoming:
+            plan.open = False      # a finish may make room: stop there and try again
+            i = bisect.bisect_right(plan.fin_steps, j)
+            if i < len(plan.fin_steps) and plan.fin_steps[i] < stop:
+                stop = plan.fin_steps[i]
+        if stop < k:
+            self._run_k = stop
+            self._kv_t = self._busy_until_s = ends[stop]
+            self._update_fin_due()
+            self._retarget(ends[stop])
 
     def _run_cap(self) -> int:
         """Steps to plan at a time for a macro-step: about the mean number of steps between

@@ -13,7 +13,9 @@ False) — after the step that ends at or past ``limit_s`` (timeline sample, hor
 step whose block needs would not fit without preemption (counted without the blocks finishers
 free, so the planned steps never preempt), when every decoder has finished, and, unless
 ``span`` (nothing is waiting that a finish could let in), at the step in which the next request
-finishes or crosses the sliding window. Otherwise it stops after the steps asked for and
+finishes or crosses the sliding window. The free blocks left after the planned steps are tracked
+(a lower bound: finishers' frees are not counted), so a plan never needs more blocks than there
+are; :meth:`take_blocks` takes blocks reserved meanwhile off that count. Otherwise it stops after the steps asked for and
 :meth:`extend` plans more later, exactly as if they had been planned at once: the engine plans
 about as far as the next arrival is likely to cut the run, so little planning is wasted.
 """
@@ -68,6 +70,16 @@ class DecodeRunPlan:
                     key = wh[0][0]
             self._upto = key - 1          # last D at which a step may be scheduled
         self.open = True
+
+    def take_blocks(self, n: int) -> bool:
+        """``n`` free blocks were taken during the run (a context reserved its room at a step
+        boundary). Returns whether every planned step still fits for sure; if not, the plan
+        plans no more."""
+        self._free -= n
+        if self._free < 0:
+            self.open = False
+            return False
+        return True
 
     def extend(self, n: int) -> None:
         """Plan up to ``n`` more steps (none once the plan has stopped for good)."""
@@ -191,6 +203,12 @@ class DecodeRunPlan:
                 break
         if not self._span and Di > self._upto:
             stop = True
+        if kv.decode_grows and not grows and Di > self._Di:
+            # the blocks the steps just planned take (finishers' frees not counted)
+            full, rem = divmod(Di - self._Di, bs)
+            r = self._Di % bs
+            rot = pc[r:] + pc[:r]
+            free -= full * sum(pc) + sum(rot[:rem])
         self._Di = Di
         self._nd = nd
         self._K = K
