@@ -436,6 +436,41 @@ def test_decode_step_line_equals_step_time(cm):
         cm.decode_step_line(0)
 
 
+@pytest.mark.parametrize("cm", MODELS, ids=[f"{c.model.name}-tp{c.parallel.tp}-pp"
+                                            f"{c.parallel.pp}-{c.quant.weight_dtype}"
+                                            for c in MODELS])
+def test_decode_step_pieces_equal_step_time(cm):
+    """The pieces cover every context sum with the line that is the step time there,
+    including both sides of every breakpoint."""
+    for seqs in (1, 2, 37, 256, 1024):
+        pieces = cm.decode_step_pieces(seqs)
+        assert pieces[0][0] == 0.0
+        assert all(a[0] < b[0] for a, b in zip(pieces, pieces[1:]))
+        ctxs = [seqs, seqs * 17, seqs * 900, seqs * 3000, seqs * 128_000]
+        for c_start, _, _ in pieces[1:]:
+            ctxs += [int(c_start), int(c_start) + 1]
+        for ctx in ctxs:
+            want = cm.step_time_s(BatchAggregates(decode_seqs=seqs, decode_ctx_sum=ctx,
+                                                  num_sampled=seqs))
+            _, A, B = [p for p in pieces if p[0] <= ctx][-1]
+            assert A + B * ctx == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_upper_envelope_matches_the_maximum():
+    from llmsim.cost.roofline import upper_envelope
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        lines = [(rng.uniform(0, 1), rng.uniform(0, 1e-3)), (rng.uniform(0, 1),
+                 rng.uniform(0, 1e-3)), (rng.uniform(0, 1), 0.0)]
+        if rng.random() < 0.2:
+            lines[1] = (lines[0][0], lines[1][1])      # equal at c = 0
+        pieces = upper_envelope(lines)
+        assert pieces[0][0] == 0.0 and len(pieces) <= 3
+        for c in list(rng.uniform(0, 5000, 20)) + [p[0] for p in pieces]:
+            _, A, B = [p for p in pieces if p[0] <= c][-1]
+            assert A + B * c == pytest.approx(max(a + b * c for a, b in lines), rel=1e-12)
+
+
 def test_breakdown_rows_are_well_formed():
     cm = MODELS[4]      # MoE with pp
     ops = cm.breakdown(MIXED)

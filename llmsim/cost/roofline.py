@@ -497,6 +497,7 @@ class CostModel:
         # kernels of every step: T-only ops, MLA kv_b_proj per layer, 2 expert GEMMs per MoE layer
         self._k_step0 = self._k_full + (L if self._mla else 0) + 2 * self._L_moe
         self._lines: dict = {}     # decode_seqs -> decode_step_line coefficients
+        self._pieces: dict = {}    # decode_seqs -> decode_step_pieces
 
     # ------------------------------------------------------------------------------------
     def _t_kernels(self, mult: dict) -> int:
@@ -703,6 +704,19 @@ class CostModel:
         self._lines[decode_seqs] = line
         return line
 
+    def decode_step_pieces(self, decode_seqs: int) -> tuple:
+        """The pure-decode step time of :meth:`decode_step_line` as pieces of one line each:
+        ``((c_start, A, B), ...)`` with ``c_start`` increasing from 0, and the step time of
+        context sum ``c`` equal to ``A + B·c`` for the last piece with ``c_start <= c`` (the
+        maximum of the three lines is convex in ``c``: at most three pieces). Memoised per
+        ``decode_seqs``."""
+        pieces = self._pieces.get(decode_seqs)
+        if pieces is None:
+            a1, b1, a2, b2, g, q = self.decode_step_line(decode_seqs)
+            pieces = self._pieces[decode_seqs] = upper_envelope(
+                ((a1 + q, b1), (a2 + q, b2), (g + q, 0.0)))
+        return pieces
+
     def decode_run_s(self, decode_seqs: int, decode_ctx_sum: int, k: int) -> np.ndarray:
         """Durations of ``k`` consecutive pure-decode steps; step ``i`` is
         ``BatchAggregates(decode_seqs=decode_seqs, decode_ctx_sum=decode_ctx_sum +
@@ -902,3 +916,30 @@ def step_time(model: ModelSpec, hardware: HardwareSpec,
             pairs.append((n, min(c, win) if win else c))
         batch = BatchAggregates.from_pairs(pairs)
     return cm.step_cost(batch)
+
+
+def upper_envelope(lines) -> tuple:
+    """Pieces ``((c_start, A, B), ...)`` of ``max(A_i + B_i·c)`` over ``c >= 0`` for the lines
+    ``(A_i, B_i)``: starting at 0 with the line that is highest there (the steeper one on a
+    tie), each piece ends where a steeper line crosses it first."""
+    lines = sorted(lines, key=lambda ab: (-ab[0], -ab[1]))
+    a, b = lines[0]
+    c = 0.0
+    out = [(0.0, a, b)]
+    while True:
+        best = None
+        for a2, b2 in lines:
+            if b2 > b:
+                x = (a - a2) / (b2 - b)
+                if x < c:
+                    x = c
+                if best is None or x < best[0] or x == best[0] and b2 > best[2]:
+                    best = (x, a2, b2)
+        if best is None:
+            return tuple(out)
+        c, a, b = best
+        if c == out[-1][0]:
+            out[-1] = best         # the steeper line takes over where this one starts
+        else:
+            out.append(best)
+

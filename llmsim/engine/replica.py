@@ -392,10 +392,10 @@ class Replica:
         end of the step it arrived in (:meth:`_interrupt_run`). Finishes inside the run are
         applied when someone looks (:meth:`sync`, called by the cluster before it routes and by
         :attr:`kv_usage`) or when the run ends; the state after it is the state single steps
-        would leave (step times from ``CostModel.decode_step_line`` equal ``step_time_s`` to
+        would leave (step times from ``CostModel.decode_step_pieces`` equal ``step_time_s`` to
         ~1e-15)."""
         plan = sched.plan_decode_run(now, now + dt, min(self._next_sample_s, self.horizon_s),
-                                     self.cost.decode_step_line,
+                                     self.cost.decode_step_pieces,
                                      not ve.incoming)
         plan.extend(self._run_cap())
         self._run_plan = plan

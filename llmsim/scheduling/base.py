@@ -13,9 +13,12 @@ collected in ``self.finished`` (drained by the engine after each update).
 Decode progress is implicit: every running request that has finished its prefill ("decoder")
 gets exactly one token in every step that runs decodes, so the scheduler keeps one decode counter
 ``D`` and, per decoder, the counter value at which it joined. Its generated tokens and context
-are ``g0 + (D − d0)`` and ``c0 + (D − d0)``; the batch sum of contexts is ``K + nd·D``. Finishes,
-KV block boundaries (paged) and sliding-window crossings are heap events keyed by ``D``, so a
-decode step costs O(1) plus O(requests whose state changes), never a loop over the batch.
+are ``g0 + (D − d0)`` and ``c0 + (D − d0)``; the batch sum of contexts is ``K + nd·D``. Finishes
+are kept in a list sorted by the ``D`` at which they happen (``_finish_list``: entries ``(key,
+seq, SeqState)``, a decoder's entry removed when it leaves early), so that a macro-step plan reads
+the next finishers as a slice; sliding-window crossings are a heap keyed by ``D``; KV block
+boundaries (paged) are per-phase counts. A decode step costs O(1) plus O(requests whose state
+changes), never a loop over the batch.
 
 Inter-token latency is recorded exactly as a weighted sample: every decode step adds one gap per
 decoding request, grouped by the time of the request's previous token (``itl.add(gap, count)``).
@@ -40,7 +43,7 @@ class SeqState:
     """Scheduler-private state of one running request."""
 
     __slots__ = ("req", "phase", "d0", "c0", "g0", "capped", "active", "last_token_s",
-                 "bphase", "scheduled", "nblocks")
+                 "bphase", "scheduled", "nblocks", "fkey")
 
     def __init__(self, req):
         self.req = req
@@ -54,6 +57,7 @@ class SeqState:
         self.bphase = 0
         self.scheduled = 0     # prefill tokens allocated for the step being scheduled
         self.nblocks = 0       # KV blocks held, where tracked per request (swap-in, speculative)
+        self.fkey = None       # its entry's (key, seq) in the finish list while it decodes
 
 
 class SchedulerOutput:
@@ -144,7 +148,7 @@ class Scheduler:
         self.nd = 0
         self.n_capped = 0
         self.K = 0
-        self._finish_heap: list = []
+        self._finish_list: list = []
         self._phase_count = [0] * kv.block_size   # decoders per block-boundary phase
         self._window_heap: list = []
         self._hseq = 0
@@ -252,7 +256,13 @@ class Scheduler:
             self._add_context(c0, D)
             if w is not None:
                 self._push(self._window_heap, D + self._steps_for(w - c0), st)
-        self._push(self._finish_heap, D + self._steps_for(req.max_tokens - st.g0), st)
+        self._hseq += 1
+        st.fkey = key = (D + self._steps_for(req.max_tokens - st.g0), self._hseq)
+        fl = self._finish_list
+        if not fl or key > fl[-1][:2]:
+            fl.append((key[0], key[1], st))
+        else:
+            fl.insert(bisect.bisect_left(fl, key), (key[0], key[1], st))
         if self.kv.decode_grows:
             self._track_blocks(st)
         self._joined[now] = self._joined.get(now, 0) + 1
@@ -279,6 +289,13 @@ class Scheduler:
         req.num_computed_tokens = st.c0 + k
         req.num_output_tokens = st.g0 + k
         self.nd -= 1
+        key = st.fkey
+        if key is not None:        # leaves before its finish: drop its finish entry
+            st.fkey = None
+            fl = self._finish_list
+            i = bisect.bisect_left(fl, key)
+            if i < len(fl) and fl[i][1] == key[1]:
+                del fl[i]
         if self.kv.decode_grows:
             self._phase_count[st.bphase] -= 1
         if st.capped:
@@ -551,9 +568,10 @@ class Scheduler:
         self._last_decode_end_s = now
         self.tokens_out += live
         self.D = D = self.D + 1
-        heap = self._finish_heap
-        while heap and heap[0][0] <= D:
-            _, _, st = heapq.heappop(heap)
+        fl = self._finish_list
+        while fl and fl[0][0] <= D:
+            st = fl.pop(0)[2]
+            st.fkey = None
             if st.active and st.phase == DECODE:
                 self._on_decode_finished(st, now)
         if self.window is not None:
@@ -566,11 +584,11 @@ class Scheduler:
                     self.n_capped += 1
 
     # ------------------------------------------------------------------ macro-steps ----
-    def plan_decode_run(self, now: float, t1: float, limit_s: float, line_of,
+    def plan_decode_run(self, now: float, t1: float, limit_s: float, pieces_of,
                         span: bool) -> DecodeRunPlan:
         """An exact macro-step starting with the step just scheduled (from ``now`` to
         ``t1``); see :class:`~llmsim.scheduling.runs.DecodeRunPlan` (the caller extends it)."""
-        return DecodeRunPlan(self, now, t1, limit_s, line_of, span)
+        return DecodeRunPlan(self, now, t1, limit_s, pieces_of, span)
 
     def run_decode_steps(self, ends, durs, fin_steps, a: int, m: int, busy_s: float,
                          kv_integral: float) -> tuple:
@@ -814,7 +832,7 @@ class Scheduler:
                 continue
             out.append((req, self.drop_running(req)))
         self.nd = self.n_capped = self.K = 0
-        self._finish_heap.clear()
+        self._finish_list.clear()
         self._window_heap.clear()
         self._phase_count = [0] * self.block_size
         self._joined.clear()

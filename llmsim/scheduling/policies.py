@@ -99,7 +99,7 @@ class StaticScheduler(Scheduler):
         self.running.clear()
         self.prefilling.clear()
         self.nd = self.n_capped = self.K = self._padding = 0
-        self._finish_heap.clear()
+        self._finish_list.clear()
         self._phase_count = [0] * self.block_size
         self._window_heap.clear()
         self._joined.clear()

@@ -7,43 +7,46 @@ as single stepping would run them with nothing admitted in between: ``ends[0] = 
 ``ends[i]`` the end of step ``i``, ``durs[i-1]`` its duration, ``fin_steps`` the sorted steps
 ``i`` after which some request finishes (only those with a later planned step).
 
-Decode step ``i + 1`` is evaluated with ``line_of(nd)`` (``CostModel.decode_step_line``) at the
-context sum left after step ``i``'s finishers. Planning stops — for good (``open`` becomes
-False) — after the step that ends at or past ``limit_s`` (timeline sample, horizon), before a
-step whose block needs would not fit without preemption (counted without the blocks finishers
-free, so the planned steps never preempt), when every decoder has finished, and, unless
-``span`` (nothing is waiting that a finish could let in), at the step in which the next request
-finishes or crosses the sliding window. The free blocks left after the planned steps are tracked
-(a lower bound: finishers' frees are not counted), so a plan never needs more blocks than there
-are; :meth:`take_blocks` takes blocks reserved meanwhile off that count. Otherwise it stops after the steps asked for and
-:meth:`extend` plans more later, exactly as if they had been planned at once: the engine plans
-about as far as the next arrival is likely to cut the run, so little planning is wasted.
+Decode step ``i + 1`` is evaluated with ``pieces_of(nd)`` (``CostModel.decode_step_pieces``,
+the decode step time as pieces of one line each) at the context sum left after step ``i``'s
+finishers: between two finishes the context sum grows by ``nd`` per step, so a segment that stays
+within one piece is a list comprehension and its step ends a running sum (C-level loops).
+Planning stops — for good (``open`` becomes False) — after the step that ends at or past
+``limit_s`` (timeline sample, horizon), before a step whose block needs would not fit without
+preemption, when every decoder has finished, and, unless ``span`` (nothing is waiting that a
+finish could let in), at the step in which the next request finishes or crosses the sliding
+window. The free blocks left after the planned steps are tracked (a lower bound: finishers' frees
+are not counted), so the planned steps never preempt; :meth:`take_blocks` takes blocks reserved
+meanwhile off that count. Otherwise it stops after the steps asked for and :meth:`extend` plans
+more later, exactly as if they had been planned at once: the engine plans about as far as the
+next arrival is likely to cut the run, so little planning is wasted.
 """
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
+INF = float("inf")
 DECODE = 1      # SeqState.phase of a decoder (llmsim.scheduling.base.DECODE)
 
 
 class DecodeRunPlan:
-    __slots__ = ("ends", "durs", "fin_steps", "open", "_sched", "_line_of", "_limit_s",
-                 "_span", "_D0", "_Di", "_nd", "_K", "_free", "_coef", "_upto",
+    __slots__ = ("ends", "durs", "fin_steps", "open", "_sched", "_pieces_of", "_limit_s",
+                 "_span", "_D0", "_Di", "_nd", "_K", "_free", "_pieces", "_upto",
                  "_fins", "_fi")
 
-    def __init__(self, sched, now: float, t1: float, limit_s: float, line_of, span: bool):
+    def __init__(self, sched, now: float, t1: float, limit_s: float, pieces_of, span: bool):
         self.ends = [now, t1]
         self.durs = [t1 - now]
         self.fin_steps: list = []
         self._sched = sched
-        self._line_of = line_of
+        self._pieces_of = pieces_of
         self._limit_s = limit_s
         self.open = False
-        heap = sched._finish_heap
+        heap = sched._finish_list      # sorted by key (Scheduler._join_decode)
         while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
-            heapq.heappop(heap)
+            heap.pop(0)
         if not heap or sched.n_capped or sched.swapped or t1 >= limit_s:
             return
         self._D0 = D0 = sched.D
@@ -51,7 +54,7 @@ class DecodeRunPlan:
         self._nd = sched.nd
         self._K = sched.K
         self._free = sched.kv.num_free_blocks
-        self._coef = line_of(sched.nd)
+        self._pieces = pieces_of(sched.nd)
         self._fins: list = []            # finish-heap entries in key order, up to _upto
         self._fi = 0
         self._span = span and sched.spans_finishes and sched.window is None
@@ -94,18 +97,14 @@ class DecodeRunPlan:
             # them: pushed back as they were)
             upto = Dcap - 1
             if upto > self._upto:
-                heap = sched._finish_heap
-                old = self._upto
-                got = []
-                while heap and heap[0][0] <= upto:
-                    e = heapq.heappop(heap)
-                    st = e[2]
-                    if st.active and st.phase == DECODE:
-                        got.append(e)
-                for e in got:
-                    heapq.heappush(heap, e)
-                    if e[0] > old:
-                        fins.append(e)
+                fl = sched._finish_list
+                lo = bisect_right(fl, (self._upto, INF))
+                hi = bisect_right(fl, (upto, INF), lo)
+                if hi > lo:
+                    for e in fl[lo:hi]:
+                        st = e[2]
+                        if st.active and st.phase == DECODE:
+                            fins.append(e)
                 self._upto = upto
         elif Dcap > self._upto + 1:
             Dcap = self._upto + 1
@@ -118,7 +117,8 @@ class DecodeRunPlan:
         # every decoder needs one block per block_size steps: check step by step only when
         # the window's worst case may not fit
         grows = kv.decode_grows and free < ((Dcap - Di) // bs + 1) * nd
-        a1, b1, a2, b2, g, q = self._coef
+        pieces = self._pieces
+        npieces = len(pieces)
         D0 = self._D0
         fin_steps = self.fin_steps
         nf = len(fins)
@@ -126,6 +126,8 @@ class DecodeRunPlan:
         nxt = fins[fi][0] if fi < nf else -1
         ends = self.ends
         durs = self.durs
+        end_append = ends.append
+        dur_append = durs.append
         limit_s = self._limit_s
         t = ends[-1]
         stop = False
@@ -141,64 +143,71 @@ class DecodeRunPlan:
                 if not nd:
                     stop = True
                     break
-                a1, b1, a2, b2, g, q = self._coef = self._line_of(nd)
-            # steps scheduled at Di .. De - 1 have the same batch
+                pieces = self._pieces = self._pieces_of(nd)
+                npieces = len(pieces)
+            # steps scheduled at Di .. De - 1 have the same batch: the context sum of step
+            # Di + j is c0 + nd·j; its time is the piece of the decode line holding it
             De = nxt if Di < nxt < Dcap else Dcap
-            if not grows and De - Di >= 8:
-                # the step time is max(line1, line2, floor) of the context sum, which grows
-                # by nd per step: a convex function, so a line that is the maximum at both
-                # ends of the segment is the maximum all along it
-                c = K + nd * Di
-                ce = K + nd * (De - 1)
-                x1 = a1 + b1 * c
-                x2 = a2 + b2 * c
-                y1 = a1 + b1 * ce
-                y2 = a2 + b2 * ce
-                if x1 >= x2 and x1 >= g and y1 >= y2 and y1 >= g:
-                    a, b = a1 + q + b1 * K, b1 * nd
-                elif x2 >= x1 and x2 >= g and y2 >= y1 and y2 >= g:
-                    a, b = a2 + q + b2 * K, b2 * nd
-                elif g >= x1 and g >= x2 and g >= y1 and g >= y2:
-                    a, b = g + q, 0.0
-                else:
-                    a = None
-                if a is not None:
-                    seg = [a + b * D for D in range(Di, De)]
-                    n0 = len(ends)
+            n = De - Di
+            c0 = K + nd * Di
+            p = npieces - 1
+            while pieces[p][0] > c0:
+                p -= 1
+            if p + 1 == npieces or pieces[p + 1][0] > c0 + nd * (n - 1):
+                # one line all along the segment
+                _, A, B = pieces[p]
+                a = A + B * c0
+                b = B * nd
+                if grows:
+                    for j in range(n):
+                        free -= pc[(Di + j) % bs]
+                        if free < 0:
+                            n = j
+                            stop = True
+                            break
+                n0 = len(ends)
+                if n > 3:
+                    seg = [a + b * j for j in range(n)]
                     ends.extend(accumulate(seg, initial=t))
                     del ends[n0]           # accumulate repeats its initial value
-                    t = ends[-1]
                     durs.extend(seg)
-                    if t >= limit_s:      # stop after the step that reaches the limit
-                        j = bisect_left(ends, limit_s, n0)
-                        del ends[j + 1:]
-                        del durs[j:]
-                        Di += j - n0 + 1
-                        stop = True
-                        break
-                    Di = De
-                    continue
-            while Di < De:
-                if grows:
-                    free -= pc[Di % bs]
-                    if free < 0:
-                        stop = True
-                        break
-                c = K + nd * Di
-                d = a1 + b1 * c
-                x = a2 + b2 * c
-                if x > d:
-                    d = x
-                if g > d:
-                    d = g
-                d += q
-                t += d
-                ends.append(t)
-                durs.append(d)
-                Di += 1
-                if t >= limit_s:
+                else:
+                    for j in range(n):
+                        d = a + b * j
+                        t += d
+                        end_append(t)
+                        dur_append(d)
+                t = ends[-1]
+                if t >= limit_s:           # stop after the step that reaches the limit
+                    j = bisect_left(ends, limit_s, n0)
+                    del ends[j + 1:]
+                    del durs[j:]
+                    t = ends[-1]
+                    Di += j - n0 + 1
                     stop = True
                     break
+                Di += n
+                if stop:
+                    break
+                continue
+            for j in range(n):             # the segment crosses pieces: step by step
+                if grows:
+                    free -= pc[(Di + j) % bs]
+                    if free < 0:
+                        Di += j
+                        stop = True
+                        break
+                c = c0 + nd * j
+                d = max([A + B * c for _, A, B in pieces])
+                t += d
+                end_append(t)
+                dur_append(d)
+                if t >= limit_s:
+                    Di += j + 1
+                    stop = True
+                    break
+            else:
+                Di = De
             if stop:
                 break
         if not self._span and Di > self._upto:

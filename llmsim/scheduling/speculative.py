@@ -233,9 +233,10 @@ class SpeculativeMixin:
         self._last_decode_end_s = now
         self.num_verify_steps += 1
         self.D = D = self.D + 1
-        heap = self._finish_heap
-        while heap and heap[0][0] <= D:
-            st = heapq.heappop(heap)[2]
+        fl = self._finish_list      # sorted list (see Scheduler._join_decode)
+        while fl and fl[0][0] <= D:
+            st = fl.pop(0)[2]
+            st.fkey = None
             if st.active and st.phase == DECODE:
                 self._on_decode_finished(st, now)
         if self.window is not None:
@@ -295,7 +296,7 @@ class SpeculativeMixin:
         return out
 
     # -- no macro-steps (supports_macro is False) ---------------------------------------------
-    def plan_decode_run(self, now, t1, limit_s, line_of, span):
+    def plan_decode_run(self, now, t1, limit_s, pieces_of, span):
         raise NotImplementedError("speculative decoding runs one step at a time")
 
     def run_decode_steps(self, ends, durs, fin_steps, a, m, busy_s, kv_integral):
