@@ -145,7 +145,8 @@ class Replica:
         self._account_kv()
         sched = ve.scheduler
         self.num_arrivals += 1
-        if not sched.add_request(req, self.env.now):   # rejected at admission
+        now = self.env.now
+        if not sched.add_request(req, now):   # rejected at admission
             sched.finished.remove(req)
             self.recorder.request_ended(req)
             if self.on_end is not None:
@@ -153,7 +154,7 @@ class Replica:
             return
         self.num_outstanding += 1
         if self._run_proc is not None:
-            self._interrupt_run(self.env.now)
+            self._interrupt_run(now)
         if ve.wake is not None and not ve.wake.triggered:
             ve.wake.succeed()
 
@@ -185,10 +186,11 @@ class Replica:
             now = self.env.now
             j = bisect.bisect_left(plan.ends, now, self._run_a + 1, self._run_k + 1)
             if j < self._run_k:
-                if self._boundary_due != (plan, j):
-                    self._boundary_due = (plan, j)
+                due = (plan, j)
+                if self._boundary_due != due:
+                    self._boundary_due = due
                     ev = self.env.timeout(plan.ends[j] - now)
-                    ev.callbacks.append(self._boundary_in_run)
+                    ev.callbacks.append(lambda _e: self._boundary_in_run(due))
                 return
         self.poke(ve)
 
@@ -494,7 +496,7 @@ class Replica:
         if sched.finished:
             self._collect(sched)
 
-    def _boundary_in_run(self, _event) -> None:
+    def _boundary_in_run(self, due) -> None:
         """The step boundary after which contexts queued in ``incoming`` during a macro-step
         reserve their room, handled without ending the macro-step where single stepping would
         not change the batch there.
@@ -508,8 +510,9 @@ class Replica:
         ``j`` when step ``j + 1`` would preempt (the engine then resumes now and schedules as
         usual). While a context still waits for room, the macro-step ends at the next finish
         (which frees room), where the engine tries again."""
-        plan, j = self._boundary_due
-        self._boundary_due = None
+        plan, j = due
+        if self._boundary_due == due:
+            self._boundary_due = None
         ve = self._run_proc
         if (ve is None or self._run_plan is not plan or self._run_k <= j or not ve.incoming
                 or ve.ready or ve.control is not None):

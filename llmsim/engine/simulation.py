@@ -254,8 +254,9 @@ class Simulation:
             t = req.arrival_s
             if limit is not None and t > limit:
                 break
-            if t > env.now:
-                yield env.timeout(t - env.now)
+            now = env.now
+            if t > now:
+                yield env.timeout(t - now)
             n += 1
             dispatch(req)
             if bar is not None and n % 1000 == 0:

@@ -52,10 +52,6 @@ class ItlRecorder:
                 if len(self.counts) else np.zeros(0, dtype=np.int64))
 
 
-def _nan(x):
-    return np.nan if x is None else x
-
-
 class Recorder:
     """Collects ended requests (finished, rejected, failed) and timeline samples."""
 
@@ -87,13 +83,15 @@ class Recorder:
 
 
 def request_rows_frame(reqs, with_tenant: bool = False) -> pd.DataFrame:
-    """The raw request table (:data:`REQUEST_COLUMNS`, + ``tenant``) of ``reqs``, in that order."""
+    """The raw request table (:data:`REQUEST_COLUMNS`, + ``tenant``) of ``reqs``, in that order
+    (times not reached yet, None on the request, become NaN: numpy converts None to NaN in a
+    float array)."""
     cols = {
         "request_id": [r.request_id for r in reqs],
         "arrival_s": np.array([r.arrival_s for r in reqs], dtype=float),
-        "first_scheduled_s": np.array([_nan(r.first_scheduled_s) for r in reqs], dtype=float),
-        "first_token_s": np.array([_nan(r.first_token_s) for r in reqs], dtype=float),
-        "finish_s": np.array([_nan(r.finish_s) for r in reqs], dtype=float),
+        "first_scheduled_s": np.array([r.first_scheduled_s for r in reqs], dtype=float),
+        "first_token_s": np.array([r.first_token_s for r in reqs], dtype=float),
+        "finish_s": np.array([r.finish_s for r in reqs], dtype=float),
         "num_prompt_tokens": np.array([r.num_prompt_tokens for r in reqs], dtype=np.int64),
         "num_output_tokens": np.array([r.num_output_tokens for r in reqs], dtype=np.int64),
         "num_cached_tokens": np.array([r.num_cached_tokens for r in reqs], dtype=np.int64),
