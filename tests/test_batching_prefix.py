@@ -294,14 +294,18 @@ def assert_same(kv, ref):
     kv.check()
 
 
-def random_requests(rng, n, bs):
+def random_requests(rng, n, bs, long=False):
     """Prompts from a few id families (shared prefixes, diverging at random ids) with id
-    sizes that are multiples of the block size, not multiples, or smaller, mixed."""
-    Hs = [bs * 2, bs * 4, bs + bs // 2, bs // 2] if rng.integers(2) else [bs * 2]
+    sizes that are multiples of the block size, not multiples, or smaller, mixed. ``long``:
+    prompts of up to 60 blocks, mostly in ids of several blocks (runs over many segments)."""
+    if long:
+        Hs = [bs * 2, bs * 4, bs + bs // 2] if rng.integers(4) == 0 else [bs * 2, bs * 4]
+    else:
+        Hs = [bs * 2, bs * 4, bs + bs // 2, bs // 2] if rng.integers(2) else [bs * 2]
     out = []
     for i in range(n):
         H = int(rng.choice(Hs))
-        prompt = int(rng.integers(1, 20 * bs))
+        prompt = int(rng.integers(1, (60 if long else 20) * bs))
         fam = int(rng.integers(3))
         n_ids = -(-prompt // H)
         shared = int(rng.integers(0, n_ids + 1))
@@ -311,19 +315,19 @@ def random_requests(rng, n, bs):
     return out
 
 
-def run_differential(seed, steps=250):
+def run_differential(seed, steps=250, long=False):
     rng = np.random.default_rng(seed)
     bs = 4
-    nb = int(rng.integers(6, 60))
+    nb = int(rng.integers(20, 200) if long else rng.integers(6, 60))
     host = rh = None
     offload = bool(rng.integers(4))
     if offload:
-        hb = int(rng.integers(0, 40))
+        hb = int(rng.integers(0, 300) if long else rng.integers(0, 40))
         host = HostKVTier(hb, bs, 1e-3, 1e-4)
         rh = RefHost(hb, 1e-3, 1e-4)
     kv = PrefixCachingKVCacheManager(nb, bs, host=host, offload=offload)
     ref = RefPrefixCache(nb, bs, rh)
-    reqs = random_requests(rng, int(rng.integers(3, 25)), bs)
+    reqs = random_requests(rng, int(rng.integers(3, 25)), bs, long)
     held = {}                      # admitted request -> KV tokens it holds
     swapped = []
     for _ in range(steps):
@@ -386,6 +390,19 @@ def test_span_cache_matches_a_cache_with_one_entry_per_block():
     totals = dict(hits=0, host_hits=0, evicted=0, offloaded=0)
     for seed in range(150):
         kv = run_differential(seed)
+        totals["hits"] += kv.hit_blocks
+        totals["host_hits"] += kv.host_hit_blocks
+        totals["evicted"] += kv.evicted_blocks
+        totals["offloaded"] += kv.host.blocks_offloaded if kv.host is not None else 0
+    assert all(v > 0 for v in totals.values()), totals
+
+
+def test_span_cache_matches_per_block_on_runs_over_many_segments():
+    """Long prompts in multi-block ids: registration, eviction and offload move runs over
+    many segments (the index fast paths), pieces of one span in a row, shared prefixes."""
+    totals = dict(hits=0, host_hits=0, evicted=0, offloaded=0)
+    for seed in range(1000, 1080):
+        kv = run_differential(seed, steps=300, long=True)
         totals["hits"] += kv.hit_blocks
         totals["host_hits"] += kv.host_hit_blocks
         totals["evicted"] += kv.evicted_blocks

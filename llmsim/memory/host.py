@@ -30,6 +30,8 @@ Offloaded blocks are kept as :class:`~llmsim.memory.prefix.BlockSpan` runs of on
 """
 from __future__ import annotations
 
+from itertools import repeat
+
 from llmsim.memory.prefix import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
     common_end, common_start
 
@@ -100,18 +102,35 @@ class HostKVTier:
 
     # -- prefix blocks: internals ----------------------------------------------------------
     def _pop_front(self, n: int) -> None:
-        """Drop the ``n`` least recently used prefix blocks (the caller adjusts the free
-        count)."""
+        """Drop the ``n`` least recently used prefix blocks, each span's top blocks first
+        (the caller adjusts the free count)."""
         self.num_prefix_blocks -= n
-        for _ in self._lru.pop_oldest(n, self._idx):
-            pass
+        head = self._lru.head
+        detach = self._idx.detach
+        while n:
+            x = head.next
+            hi = x.hi
+            k = hi - x.lo
+            if k > n:
+                lo = x.hi = hi - n
+                n = 0
+            else:                              # the whole span leaves
+                lo = x.lo
+                n -= k
+                nx = x.next
+                head.next = nx
+                nx.prev = head
+                x.prev = x.next = None
+                x.hi = lo
+            detach(x, lo, hi)
 
     def _append(self, C: BlockChain, lo: int, hi: int) -> None:
         """Blocks ``hi-1 … lo`` of ``C`` (none kept) become the most recently used."""
         self.num_prefix_blocks += hi - lo
         lru = self._lru
         tail = lru.head.prev
-        if tail is not lru.head and tail.lo == hi and common_end(tail.chain, C, lo, hi) == hi:
+        if tail.lo == hi and tail is not lru.head and \
+                (tail.chain is C or common_end(tail.chain, C, lo, hi) == hi):
             tail.lo = lo                    # right below the newest span: it leaves next
             self._idx.attach(tail, lo, hi)
             return
@@ -140,12 +159,81 @@ class HostKVTier:
         self.version += a
         self._append(C, lo, top)
 
+    def _claim_insert(self, C: BlockChain, lo: int, hi: int, ka: int, kb: int, v) -> bool:
+        """:meth:`_insert` of blocks ``[lo, hi)`` of ``C`` (a ``step`` chain meeting segments
+        ``ka … kb``; ``v`` is what the index lists for ``kb``) in one pass over the index:
+        the span that will hold the run claims the segments first, and only when every one
+        was free (or, for ``kb``, held by the newest span that the run extends) does the
+        insert go on. Returns False, with nothing changed, when that does not apply (the
+        caller then looks block by block), and also for a run the tier cannot keep whole."""
+        a = hi - lo
+        free = self.num_free_blocks
+        kept = self.num_prefix_blocks
+        short = a - free
+        if short > kept or free + kept == 0:       # a partial run, or nothing kept
+            return False
+        head = self._lru.head
+        tail = head.prev
+        # the newest span survives the drops iff fewer than all kept blocks leave
+        merge = tail is not head and tail.lo == hi and (short <= 0 or short < kept)
+        if merge and tail.chain is not C:
+            if common_end(tail.chain, C, lo, hi) < hi:
+                merge = False
+            elif tail.chain.geo != C.geo:      # its segments are not those of C
+                return False
+        if v is None:
+            kc = kb
+        elif merge and v is tail:
+            kc = kb - 1                        # the newest span lists kb already
+        else:
+            return False
+        x = tail if merge else BlockSpan(C, lo, hi)
+        if ka <= kc:
+            d = self._idx.d
+            if ka == kc:
+                h = C.hs[ka]
+                if d.setdefault(h, x) is not x:
+                    return False
+            else:
+                sl = C.hs[ka:kc + 1]
+                vals = list(map(d.setdefault, sl, repeat(x)))
+                if vals.count(x) != len(vals):     # some segment is listed: undo the claims
+                    for h, w in zip(sl, vals):
+                        if w is x:
+                            del d[h]
+                    return False
+        # the claimed segments are listed by no other span, so the drops leave them alone
+        if short > 0:
+            self._pop_front(short)
+            self.num_free_blocks = 0
+        else:
+            self.num_free_blocks = free - a
+        self.blocks_offloaded += a
+        self.version += a
+        self.num_prefix_blocks += a
+        if merge:
+            tail.lo = lo                       # right below the newest span: it leaves next
+        else:
+            tail = head.prev
+            head.prev = x
+            tail.next = x
+            x.prev = tail
+            x.next = head
+        return True
+
     # -- prefix blocks ---------------------------------------------------------------------
     def offload_blocks(self, C: BlockChain, lo: int, hi: int) -> None:
         """Keep evicted GPU prefix blocks ``hi-1, …, lo`` of chain ``C`` (GPU → host copy,
         overlapped with compute: not timed), exactly as ``hi - lo`` single-block offloads in
         that order."""
         idx = self._idx
+        st = C.step
+        if st:
+            # fast path: no kept span meets the segments, but for the newest span when it
+            # continues right above (the GPU evicts a span top down, piece by piece)
+            kb = (hi - 1) // st
+            if self._claim_insert(C, lo, hi, lo // st, kb, idx.d.get(C.hs[kb])):
+                return
         if idx.next_held(C, lo, hi) == hi:
             self._insert(C, lo, hi)
             return

@@ -40,6 +40,8 @@ span would be treated differently.
 """
 from __future__ import annotations
 
+from itertools import repeat
+
 from llmsim.memory.paged import PagedKVCacheManager
 from llmsim.memory.prefix_spans import (BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans,
                                         common_end, common_start, prefix_block_chain)
@@ -118,11 +120,30 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             self._evict(over)
 
     def _evict(self, n: int) -> None:
+        """Evict the ``n`` least recently released cached blocks (each span's top blocks
+        first, as :meth:`SpanLRU.pop_oldest`), offloading every piece as it leaves."""
         host = self._offload
         self._num_evictable -= n
         self._num_cached -= n
         self.evicted_blocks += n
-        for x, lo, hi in self._lru.pop_oldest(n, self._idx):   # top blocks leave first
+        head = self._lru.head
+        detach = self._idx.detach
+        while n:
+            x = head.next
+            hi = x.hi
+            k = hi - x.lo
+            if k > n:
+                lo = x.hi = hi - n
+                n = 0
+            else:                              # the whole span leaves the LRU
+                lo = x.lo
+                n -= k
+                nx = x.next
+                head.next = nx
+                nx.prev = head
+                x.prev = x.next = None
+                x.hi = lo
+            detach(x, lo, hi)
             C = x.chain
             if self._watch is not None:
                 self._touch(C, lo, hi)
@@ -186,7 +207,8 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return None
 
     def _need(self, request, held_tokens, after) -> int:
-        need = self.blocks_for(after) - self.blocks_for(held_tokens)
+        bs = self.block_size
+        need = held_tokens // -bs - after // -bs       # ceil(after/bs) - ceil(held/bs)
         if request not in self._tables:
             lk = self._pending(request, held_tokens)
             if lk is not None:
@@ -276,9 +298,11 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 self.host_hit_blocks += nh
             self._shared[request] = hit
             self._held[request] = hit
-        self.num_free_blocks -= self.blocks_for(num_kv_tokens_after) - \
-            self.blocks_for(held_tokens)
-        self._settle()
+        bs = self.block_size
+        self.num_free_blocks -= held_tokens // -bs - num_kv_tokens_after // -bs
+        over = self._num_evictable - self.num_free_blocks
+        if over > 0:
+            self._evict(over)
         # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
         if full > C.end:
@@ -286,6 +310,51 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         pos = self._held[request]
         if pos < full:
             idx = self._idx
+            st = C.step
+            if st:
+                # fast path: no cached span meets the segments of [pos, full) but, right
+                # below pos, the request's own last span, which then grows over them
+                d = idx.d
+                hs = C.hs
+                ka = pos // st
+                kb = (full - 1) // st
+                own = self._own.get(request)
+                cont = own is not None and own.hi == pos and own.ref == 1 and own.chain is C
+                if not cont:
+                    own = BlockSpan(C, pos, full, 1)
+                # own claims the segments in one pass (undone when one is listed already);
+                # a continuing span lists segment ka already if it holds blocks of it
+                k0 = ka
+                fast = True
+                if cont and ka * st < pos:
+                    k0 += 1
+                    fast = d.get(hs[ka]) is own
+                if fast and k0 <= kb:
+                    if k0 == kb:
+                        fast = d.setdefault(hs[kb], own) is own
+                    else:
+                        sl = hs[k0:kb + 1]
+                        vals = list(map(d.setdefault, sl, repeat(own)))
+                        if vals.count(own) != len(vals):
+                            for h, w in zip(sl, vals):
+                                if w is own:
+                                    del d[h]
+                            fast = False
+                if fast:
+                    if cont:
+                        own.hi = full              # continues its last span
+                    else:
+                        self._own[request] = own
+                    if table and table[-1][1] == pos:
+                        table[-1][1] = full
+                    else:
+                        table.append([pos, full])
+                    if self._watch is not None:
+                        self._touch(C, pos, full)
+                    self._held[request] = full
+                    self._shared[request] += full - pos
+                    self._num_cached += full - pos
+                    return True
             added = 0
             while True:
                 g = idx.next_held(C, pos, full)

@@ -227,11 +227,22 @@ class SpanIndex:
         self.d: dict = {}
 
     def _segs(self, s: BlockSpan, a: int, b: int):
-        """Segments of ``s.chain`` met by blocks ``[a, b)`` that ``s`` does not hold outside
-        ``[a, b)`` (its extent ``s.lo … s.hi-1`` excludes or already includes the range)."""
+        """Segments ``(ka, kb)`` of ``s.chain`` met by blocks ``[a, b)`` that ``s`` does not
+        hold outside ``[a, b)`` (its extent ``s.lo … s.hi-1`` excludes or already includes the
+        range); ``ka > kb`` when there are none."""
         C = s.chain
-        ka, kb = C.seg_range(a, b)
+        st = C.step
+        if st:                                 # segment k is blocks k·st … (k+1)·st - 1
+            ka = a // st
+            kb = (b - 1) // st
+            if s.lo < a and ka * st < a:
+                ka += 1
+            if s.hi > b and (kb + 1) * st > b:
+                kb -= 1
+            return ka, kb
         los = C.los
+        ka = bisect_right(los, a) - 1
+        kb = bisect_right(los, b - 1) - 1
         if s.lo < a and los[ka] < a:
             ka += 1
         if s.hi > b and los[kb + 1] > b:
@@ -240,34 +251,65 @@ class SpanIndex:
 
     def attach(self, s: BlockSpan, a: int, b: int) -> None:
         """``s`` (extent already updated) now holds blocks ``[a, b)`` too."""
-        ka, kb = self._segs(s, a, b)
+        C = s.chain
+        st = C.step
+        if st:                                 # inline _segs (the hot case)
+            ka = a // st
+            kb = (b - 1) // st
+            if s.lo < a and ka * st < a:
+                ka += 1
+            if s.hi > b and (kb + 1) * st > b:
+                kb -= 1
+        else:
+            ka, kb = self._segs(s, a, b)
+        d = self.d
+        if ka == kb:
+            h = C.hs[ka]
+            v = d.setdefault(h, s)
+            if v is not s:
+                if v.__class__ is list:
+                    v.append(s)
+                else:
+                    d[h] = [v, s]
+            return
         if ka > kb:
             return
-        d = self.d
-        hs = s.chain.hs
-        if ka < kb:
-            sl = hs[ka:kb + 1]
-            if d.keys().isdisjoint(sl):
-                d.update(zip(sl, repeat(s)))
-                return
-        else:
-            sl = (hs[ka],)
-        for h in sl:
-            v = d.get(h)
-            if v is None:
-                d[h] = s
-            elif v.__class__ is list:
-                v.append(s)
-            else:
-                d[h] = [v, s]
+        # one pass: claim every free segment, then share the ones other spans hold
+        sl = C.hs[ka:kb + 1]
+        vals = list(map(d.setdefault, sl, repeat(s)))
+        if vals.count(s) == len(vals):
+            return
+        for h, v in zip(sl, vals):
+            if v is not s:
+                if v.__class__ is list:
+                    v.append(s)
+                else:
+                    d[h] = [v, s]
 
     def detach(self, s: BlockSpan, a: int, b: int) -> None:
         """``s`` (extent already updated) no longer holds blocks ``[a, b)``."""
-        ka, kb = self._segs(s, a, b)
+        C = s.chain
+        st = C.step
+        if st:                                 # inline _segs (the hot case)
+            ka = a // st
+            kb = (b - 1) // st
+            if s.lo < a and ka * st < a:
+                ka += 1
+            if s.hi > b and (kb + 1) * st > b:
+                kb -= 1
+        else:
+            ka, kb = self._segs(s, a, b)
+        d = self.d
+        if ka == kb:
+            h = C.hs[ka]
+            v = d.pop(h)
+            if v is not s:
+                v.remove(s)
+                d[h] = v[0] if len(v) == 1 else v
+            return
         if ka > kb:
             return
-        d = self.d
-        sl = s.chain.hs[ka:kb + 1]
+        sl = C.hs[ka:kb + 1]
         vals = list(map(d.pop, sl))
         if vals.count(s) == len(vals):
             return
@@ -334,20 +376,46 @@ class SpanIndex:
         d = self.d
         if not d or a >= b:
             return b
-        ka, kb = C.seg_range(a, b)
-        sl = C.hs[ka:kb + 1]
-        if d.keys().isdisjoint(sl):
+        st = C.step
+        if st:
+            ka = a // st
+            kb = (b - 1) // st
+        else:
+            ka, kb = C.seg_range(a, b)
+        hs = C.hs
+        if ka == kb:
+            if hs[ka] not in d:
+                return b
+        elif d.keys().isdisjoint(hs[ka:kb + 1]):
             return b
-        present = list(map(d.__contains__, sl))
-        i = present.index(True)
-        while True:
-            held = self._held(C, ka + i, a, b)
+        # some segments are listed: the first one holding a block of [a, b) decides
+        los = C.los
+        geo = C.geo
+        for k in range(ka, kb + 1):
+            h = hs[k]
+            v = d.get(h)
+            if v is None:
+                continue
+            if v.__class__ is not list:        # one span, same block grid (the common case)
+                D = v.chain
+                if D is C or (D.geo == geo and k < len(D.hs) and D.hs[k] == h):
+                    lo = los[k]
+                    if lo < a:
+                        lo = a
+                    if v.lo > lo:
+                        lo = v.lo
+                    hi = los[k + 1]
+                    if hi > b:
+                        hi = b
+                    if v.hi < hi:
+                        hi = v.hi
+                    if lo < hi:
+                        return lo
+                    continue
+            held = self._held(C, k, a, b)
             if held:
                 return min(lo for lo, _ in held)
-            try:
-                i = present.index(True, i + 1)
-            except ValueError:
-                return b
+        return b
 
     def prev_held(self, C: BlockChain, a: int, b: int) -> int:
         """One past the last block in ``[a, b)`` of ``C`` that a span holds, else ``a``."""
