@@ -97,7 +97,9 @@ def weighted_stats(values, weights) -> dict:
     if v.size == 0:
         return empty_stats()
     qs = weighted_quantiles(v, w, [q for _, q in PERCENTILES])
-    out = {"mean": float(np.dot(v, w) / w.sum())}
+    # elementwise product and sum, not np.dot: a BLAS dot product of a long sample wakes
+    # OpenBLAS's worker threads, which then spin on the other cores for a while
+    out = {"mean": float((v * w).sum() / w.sum())}
     for (key, _), x in zip(PERCENTILES, qs):
         out[key] = float(x)
     return out

@@ -259,7 +259,7 @@ class Scheduler:
         self._hseq += 1
         st.fkey = key = (D + self._steps_for(req.max_tokens - st.g0), self._hseq)
         fl = self._finish_list
-        if not fl or key > fl[-1][:2]:
+        if not fl or key[0] >= fl[-1][0]:      # seq grows: it goes last
             fl.append((key[0], key[1], st))
         else:
             fl.insert(bisect.bisect_left(fl, key), (key[0], key[1], st))
@@ -644,7 +644,13 @@ class Scheduler:
                 itl.add_many(durs[i - 1:y], live)
                 self.tokens_out += live * (y - i + 1)
             n = y - i + 1
-            if grows and self.nd:
+            if grows and self.nd and n <= 8:
+                for d in durs[i - 1:y]:
+                    integ += u * d
+                    D += 1
+                    u += pc[D % bs]
+                self._decode_reserved = 1
+            elif grows and self.nd:
                 # blocks in use grow by pc[D % bs] after each step: the phase counts rotated
                 # to this segment's first reservation, cycled and summed up (C-level loops)
                 r = (D + 1) % bs
