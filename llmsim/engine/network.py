@@ -165,6 +165,12 @@ class Network:
         self._version += 1
         if not self.active:
             return
+        if len(self.active) == 1:
+            # one transfer alone: it gets its path's bottleneck (what the filling below gives)
+            tr = next(iter(self.active))
+            tr.rate = rate = min(r.capacity_bytes_per_s for r in tr.path.resources)
+            self._schedule_drain(tr.remaining / rate if rate > 0 else float("inf"))
+            return
         cap = {}
         count = {}
         for tr in self.active:
@@ -193,8 +199,11 @@ class Network:
                 for r in tr.path.resources:
                     cap[r] -= share
                     count[r] -= 1
-        nxt = min((tr.remaining / tr.rate if tr.rate > 0 else float("inf"))
-                  for tr in self.active)
+        self._schedule_drain(min((tr.remaining / tr.rate if tr.rate > 0 else float("inf"))
+                                 for tr in self.active))
+
+    def _schedule_drain(self, nxt: float) -> None:
+        """The next transfer drains in ``nxt`` seconds at the current rates: a timer then."""
         if nxt == float("inf"):
             return
         if nxt < 0:
