@@ -2,8 +2,8 @@
 
     python benchmarks/bench_shapes.py [--requests 50000] [--repeat 3] [--skip-mooncake]
 
-Runs (invariant checks off, median of ``--repeat`` runs each) and prints wall seconds per
-simulated request and the ratio to the chat run:
+Runs (invariant checks off, median of ``--repeat`` rounds, each round running every shape once)
+and prints wall seconds per simulated request and the ratio to the chat run:
 
 - ``chat``: the workload of ``bench_simulate.py`` (Llama-3.1-8B, 16 × H100-SXM, ``vllm``,
   least-outstanding, 10.3 req/s per replica);
@@ -32,15 +32,18 @@ MOONCAKE = ["workload.trace.window=null", "workload.trace.speedup=1.0",
             "cluster.pools.0.replicas=4", "cluster.router=prefix_affinity"]
 
 
-def timed(fn, repeat: int) -> tuple[float, int]:
-    walls = []
-    n = 0
+def timed_rounds(runs, repeat: int) -> list[tuple[str, float, int]]:
+    """``(name, median wall s, requests)`` per run, timed in ``repeat`` rounds that each run
+    every shape once (so a slow spell of the machine hits every shape alike)."""
+    walls = {name: [] for name, _ in runs}
+    counts = {}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        res = fn()
-        walls.append(time.perf_counter() - t0)
-        n = len(res.requests)
-    return statistics.median(walls), n
+        for name, fn in runs:
+            t0 = time.perf_counter()
+            res = fn()
+            walls[name].append(time.perf_counter() - t0)
+            counts[name] = len(res.requests)
+    return [(name, statistics.median(walls[name]), counts[name]) for name, _ in runs]
 
 
 def main(argv=None) -> int:
@@ -66,8 +69,7 @@ def main(argv=None) -> int:
                      lambda: simulate(str(ROOT / "scenarios/prefix_caching.yaml"), MOONCAKE)))
     base = None
     print(f"{'run':28s} {'requests':>9s} {'wall s':>8s} {'us/request':>11s} {'vs chat':>8s}")
-    for name, fn in runs:
-        wall, count = timed(fn, args.repeat)
+    for name, wall, count in timed_rounds(runs, args.repeat):
         per = wall / count
         if base is None:
             base = per
