@@ -44,10 +44,10 @@ class DecodeRunPlan:
         self._pieces_of = pieces_of
         self._limit_s = limit_s
         self.open = False
-        heap = sched._finish_list      # sorted by key (Scheduler._join_decode)
-        while heap and not (heap[0][2].active and heap[0][2].phase == DECODE):
-            heap.pop(0)
-        if not heap or sched.n_capped or sched.swapped or t1 >= limit_s:
+        fl = sched._finish_list      # (key, seq, SeqState) sorted by key
+        while fl and not (fl[0][2].active and fl[0][2].phase == DECODE):
+            fl.pop(0)
+        if not fl or sched.n_capped or sched.swapped or t1 >= limit_s:
             return
         self._D0 = D0 = sched.D
         self._Di = D0 + 1                # D at which the next planned step is scheduled
@@ -55,7 +55,7 @@ class DecodeRunPlan:
         self._K = sched.K
         self._free = sched.kv.num_free_blocks
         self._pieces = pieces_of(sched.nd)
-        self._fins: list = []            # finish-heap entries in key order, up to _upto
+        self._fins: list = []            # finish-list entries in key order, up to _upto
         self._fi = 0
         self._span = span and sched.spans_finishes and sched.window is None
         if self._span:
@@ -63,7 +63,7 @@ class DecodeRunPlan:
         else:
             # no finish inside the run: it ends with the step that reaches the next finish
             # (or sliding-window crossing) key, scheduled at that key − 1
-            key = heap[0][0]
+            key = fl[0][0]
             if sched.window is not None:
                 wh = sched._window_heap
                 while wh and not (wh[0][2].active and wh[0][2].phase == DECODE
@@ -93,8 +93,8 @@ class DecodeRunPlan:
         Dcap = Di + n
         fins = self._fins
         if self._span:
-            # finishers of the new steps' predecessors: take them in order (the heap keeps
-            # them: pushed back as they were)
+            # finishers of the new steps' predecessors: a slice of the sorted finish list
+            # (which keeps them: the scheduler removes them when it applies their step)
             upto = Dcap - 1
             if upto > self._upto:
                 fl = sched._finish_list
