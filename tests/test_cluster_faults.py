@@ -9,6 +9,7 @@ import pytest
 from llmsim.api import simulate
 from llmsim.engine.faults import read_fault_trace
 from llmsim.errors import InputError
+from macro_check import assert_macro_equals_single
 
 STATUSES = {"finished", "rejected", "unfinished", "failed"}
 
@@ -211,16 +212,15 @@ def random_cluster(rng):
             "simulation": {"timeline_interval_s": 2.0}}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 6, 7])
 def test_random_clusters_conserve_requests_and_macro_steps_stay_exact(seed):
+    """Spot losses, churn, migrations, hand-offs and pipelines at once: every request ends,
+    and macro-steps equal single steps, pools' utilization and KV use included (seeds 3, 4, 6
+    and 7 caught the busy time and KV use of the step in flight when a replica is lost or
+    blocks are freed mid-step)."""
     scn = random_cluster(np.random.default_rng(seed))
-    a = simulate(scn)
+    a, _ = assert_macro_equals_single(scn, ["pool"])
     check_all_end(a, 120)
     # nothing fails or is left over (a long prompt may be rejected by the small swarm pool)
     assert set(a.requests.status) <= {"finished", "rejected"}
     assert (a.requests.status == "finished").mean() > 0.9
-    scn["simulation"]["macro_steps"] = False
-    b = simulate(scn)
-    cols = ["request_id", "status", "num_output_tokens", "pool", "replica"]
-    pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
-    np.testing.assert_allclose(a.requests.finish_s, b.requests.finish_s, rtol=1e-9)

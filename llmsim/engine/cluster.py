@@ -259,7 +259,7 @@ class Cluster:
         src.num_outstanding -= 1
         if src.alive:
             src._account_kv()
-            h.src_ve.scheduler.release_kv(h.req, h.tokens)
+            src.release_kv(h.src_ve, h.req, h.tokens)
             src.poke(h.src_ve)
 
     def _moved(self, tr) -> None:
@@ -297,7 +297,7 @@ class Cluster:
             dst = h.dst
             del dst.inbound[h.req]
             h.dst_ve.inflight -= 1
-            h.dst_ve.scheduler.release_kv(h.req, h.tokens)
+            dst.release_kv(h.dst_ve, h.req, h.tokens)
             dst.num_outstanding -= 1
             dst.poke(h.dst_ve)
         h.dst = h.dst_ve = None

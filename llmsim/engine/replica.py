@@ -209,6 +209,22 @@ class Replica:
             elif self.env.now >= self._next_sample_s:
                 self._sample()
 
+    def release_kv(self, ve, req, num_kv_tokens: int) -> None:
+        """Free the KV blocks ``ve`` holds for ``req`` at any time (a context that has moved
+        away, a transfer abandoned). Inside a macro-step the step in flight is billed, as
+        single stepping bills it when it starts, with the blocks in use before the release
+        (its KV-use share is added when the step is applied, after the release)."""
+        sched = ve.scheduler
+        if self._run_proc is not ve:
+            sched.release_kv(req, num_kv_tokens)
+            return
+        self.sync(self.env.now)
+        kv = sched.kv
+        before = kv.num_free_blocks
+        sched.release_kv(req, num_kv_tokens)
+        d = self._run_plan.durs[self._run_a]      # step _run_a + 1, in flight
+        self.kv_usage_integral += (kv.num_free_blocks - before) / kv.num_blocks * d
+
     def _collect(self, sched) -> None:
         ended = sched.finished
         if not ended:
@@ -615,10 +631,24 @@ class Replica:
         last_token_s)]`` (see ``Scheduler.evict_all``); hand-offs are the cluster's business."""
         ve = self._run_proc
         if ve is not None:
-            j = bisect.bisect_right(self._run_plan.ends, now, self._run_a + 1,
-                                    self._run_k + 1) - 1
-            if j > self._run_a:
-                self._apply_run(ve.scheduler, j)
+            ends = self._run_plan.ends
+            k = self._run_k
+            j = bisect.bisect_right(ends, now, self._run_a + 1, k + 1) - 1
+            if j >= k:      # the run has ended (its process would resume at this time)
+                if k > self._run_a:
+                    self._apply_run(ve.scheduler, k)
+            else:
+                # steps up to j ended (step j + 1's blocks reserved); step j + 1 is in
+                # flight: single stepping billed it when it started and takes the part after
+                # `now` off below, so bill the part before `now` here
+                if j > self._run_a:
+                    self._apply_steps(j)
+                d = now - ends[j]
+                if d > 0:
+                    kv = ve.scheduler.kv
+                    self.busy_s += d
+                    self.kv_usage_integral += kv.num_used_blocks / kv.num_blocks * d
+                self._busy_until_s = self._kv_t = now
             self._run_proc = None
             self._run_plan = None
             self.fin_due_s = INF
