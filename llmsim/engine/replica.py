@@ -15,9 +15,11 @@ Cluster hooks (issue 7; the policy lives in :mod:`llmsim.engine.cluster`):
 - Incoming contexts (disaggregated hand-offs, migrations) wait in ``VirtualEngine.incoming``
   until the scheduler can reserve a slot and blocks for them (backpressure), then move over the
   network; once moved they wait in ``ready`` and join the decode group at the next step
-  boundary. Both happen only at step boundaries, and anything that queues work here ends a
-  macro-step at the end of the step in flight (as an arrival does), so macro-steps stay exact;
-  while a context waits for room here, macro-steps stop at the next finish (which frees room).
+  boundary. Both happen only at step boundaries. A context joining the batch ends a
+  macro-step at the end of the step in flight (as an arrival does); a reservation does not
+  change the batch, so inside a macro-step it is done at that boundary by a timeout callback
+  (:meth:`Replica._boundary_in_run`) and the macro-step goes on where it stays exact; while a
+  context waits for room here, macro-steps stop at the next finish (which frees room).
 - Macro-steps apply the finishes inside them lazily; :meth:`Replica.sync` brings the state to
   what single stepping shows at a given time (the cluster calls it before routing).
 - ``kill(now)`` (spot preemption, lost peer): the steps of a macro-step that ended by ``now``
