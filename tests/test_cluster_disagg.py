@@ -133,21 +133,28 @@ def test_default_fabric_link_uses_the_cards_inter_node_link():
     assert dec["kv_transfer_s_mean"] == pytest.approx(t0 + s * nbytes, rel=1e-9)
 
 
+def macro_scenario(name, seed, dec, num_requests, rate, prompt, output):
+    """One prefill H100 and two decode replicas (``dec``: the decode pool's settings) over a
+    25 Gb/s, 2 ms link; lognormal lengths ``(mean, sigma, max)``."""
+    return {"name": name, "seed": seed, "model": "llama-3.1-8b",
+            "cluster": {"router": "least_outstanding", "pools": [
+                {"name": "pre", "hardware": "h100-sxm", "replicas": 1, "role": "prefill"},
+                {"name": "dec", "replicas": 2, "role": "decode", **dec}],
+                "network": {"links": [{"src": "pre", "dst": "dec", "bandwidth_gbps": 25,
+                                       "latency_ms": 2}]}},
+            "workload": {"num_requests": num_requests,
+                         "arrival": {"process": "poisson", "rate_per_s": rate},
+                         "prompt_tokens": dict(zip(("dist", "mean", "sigma", "max"),
+                                                   ("lognormal",) + prompt)),
+                         "output_tokens": dict(zip(("dist", "mean", "sigma", "max"),
+                                                   ("lognormal",) + output))},
+            "simulation": {"timeline_interval_s": 2.0}}
+
+
 def test_disaggregated_macro_steps_equal_single_steps():
-    scn = {"name": "dis", "seed": 4, "model": "llama-3.1-8b",
-           "cluster": {"router": "least_outstanding", "pools": [
-               {"name": "pre", "hardware": "h100-sxm", "replicas": 1, "role": "prefill"},
-               {"name": "dec", "hardware": "a100-80gb", "replicas": 2, "role": "decode",
-                "scheduler": {"policy": "sarathi", "max_num_seqs": 16}}],
-               "network": {"links": [{"src": "pre", "dst": "dec", "bandwidth_gbps": 25,
-                                      "latency_ms": 2}]}},
-           "workload": {"num_requests": 200,
-                        "arrival": {"process": "poisson", "rate_per_s": 15},
-                        "prompt_tokens": {"dist": "lognormal", "mean": 800, "sigma": 0.8,
-                                          "max": 4000},
-                        "output_tokens": {"dist": "lognormal", "mean": 150, "sigma": 0.8,
-                                          "max": 800}},
-           "simulation": {"timeline_interval_s": 2.0}}
+    scn = macro_scenario("dis", 4, {"hardware": "a100-80gb",
+                                    "scheduler": {"policy": "sarathi", "max_num_seqs": 16}},
+                         200, 15, (800, 0.8, 4000), (150, 0.8, 800))
     a, b = assert_macro_equals_single(scn, ["pool"])
     assert a.summary["events"] < b.summary["events"]
     assert a.summary["requests"]["finished"] == 200
@@ -161,21 +168,11 @@ def test_hand_offs_reserved_inside_macro_steps_equal_single_steps(seed, util, ra
     outcome happen in these cases: the macro-step goes on, ends after the next step, ends at
     the next finish while a context waits for room, and ends at the boundary because the next
     step would preempt (watermark 0). Macro-steps must still equal single steps."""
-    scn = {"name": "dis-tight", "seed": seed, "model": "llama-3.1-8b",
-           "cluster": {"router": "least_outstanding", "pools": [
-               {"name": "pre", "hardware": "h100-sxm", "replicas": 1, "role": "prefill"},
-               {"name": "dec", "hardware": "h100-sxm", "replicas": 2, "role": "decode",
-                "memory": {"gpu_memory_utilization": util, "watermark": watermark},
-                "scheduler": {"policy": "vllm", "max_num_seqs": 256}}],
-               "network": {"links": [{"src": "pre", "dst": "dec", "bandwidth_gbps": 25,
-                                      "latency_ms": 2}]}},
-           "workload": {"num_requests": 300,
-                        "arrival": {"process": "poisson", "rate_per_s": rate},
-                        "prompt_tokens": {"dist": "lognormal", "mean": 300, "sigma": 0.5,
-                                          "max": 2000},
-                        "output_tokens": {"dist": "lognormal", "mean": 60, "sigma": 0.5,
-                                          "max": 400}},
-           "simulation": {"timeline_interval_s": 2.0}}
+    scn = macro_scenario("dis-tight", seed, {
+        "hardware": "h100-sxm",
+        "memory": {"gpu_memory_utilization": util, "watermark": watermark},
+        "scheduler": {"policy": "vllm", "max_num_seqs": 256}},
+        300, rate, (300, 0.5, 2000), (60, 0.5, 400))
     a, b = assert_macro_equals_single(scn, ["pool"])
     assert a.summary["requests"]["finished"] == 300
     pd.testing.assert_frame_equal(a.timeline, b.timeline)

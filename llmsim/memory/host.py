@@ -30,8 +30,6 @@ Offloaded blocks are kept as :class:`~llmsim.memory.prefix.BlockSpan` runs of on
 """
 from __future__ import annotations
 
-from itertools import repeat
-
 from llmsim.memory.prefix import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
     common_end, common_start
 
@@ -105,24 +103,7 @@ class HostKVTier:
         """Drop the ``n`` least recently used prefix blocks, each span's top blocks first
         (the caller adjusts the free count)."""
         self.num_prefix_blocks -= n
-        head = self._lru.head
-        detach = self._idx.detach
-        while n:
-            x = head.next
-            hi = x.hi
-            k = hi - x.lo
-            if k > n:
-                lo = x.hi = hi - n
-                n = 0
-            else:                              # the whole span leaves
-                lo = x.lo
-                n -= k
-                nx = x.next
-                head.next = nx
-                nx.prev = head
-                x.prev = x.next = None
-                x.hi = lo
-            detach(x, lo, hi)
+        self._lru.pop_oldest(n, self._idx)
 
     def _append(self, C: BlockChain, lo: int, hi: int) -> None:
         """Blocks ``hi-1 … lo`` of ``C`` (none kept) become the most recently used."""
@@ -188,20 +169,8 @@ class HostKVTier:
         else:
             return False
         x = tail if merge else BlockSpan(C, lo, hi)
-        if ka <= kc:
-            d = self._idx.d
-            if ka == kc:
-                h = C.hs[ka]
-                if d.setdefault(h, x) is not x:
-                    return False
-            else:
-                sl = C.hs[ka:kc + 1]
-                vals = list(map(d.setdefault, sl, repeat(x)))
-                if vals.count(x) != len(vals):     # some segment is listed: undo the claims
-                    for h, w in zip(sl, vals):
-                        if w is x:
-                            del d[h]
-                    return False
+        if ka <= kc and not self._idx.claim(C.hs[ka:kc + 1], x):
+            return False
         # the claimed segments are listed by no other span, so the drops leave them alone
         if short > 0:
             self._pop_front(short)

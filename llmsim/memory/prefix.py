@@ -40,8 +40,6 @@ span would be treated differently.
 """
 from __future__ import annotations
 
-from itertools import repeat
-
 from llmsim.memory.paged import PagedKVCacheManager
 from llmsim.memory.prefix_spans import (BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans,
                                         common_end, common_start, prefix_block_chain)
@@ -121,29 +119,12 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
 
     def _evict(self, n: int) -> None:
         """Evict the ``n`` least recently released cached blocks (each span's top blocks
-        first, as :meth:`SpanLRU.pop_oldest`), offloading every piece as it leaves."""
+        first, :meth:`SpanLRU.pop_oldest`), offloading every piece."""
         host = self._offload
         self._num_evictable -= n
         self._num_cached -= n
         self.evicted_blocks += n
-        head = self._lru.head
-        detach = self._idx.detach
-        while n:
-            x = head.next
-            hi = x.hi
-            k = hi - x.lo
-            if k > n:
-                lo = x.hi = hi - n
-                n = 0
-            else:                              # the whole span leaves the LRU
-                lo = x.lo
-                n -= k
-                nx = x.next
-                head.next = nx
-                nx.prev = head
-                x.prev = x.next = None
-                x.hi = lo
-            detach(x, lo, hi)
+        for x, lo, hi in self._lru.pop_oldest(n, self._idx):
             C = x.chain
             if self._watch is not None:
                 self._touch(C, lo, hi)
@@ -300,9 +281,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             self._held[request] = hit
         bs = self.block_size
         self.num_free_blocks -= held_tokens // -bs - num_kv_tokens_after // -bs
-        over = self._num_evictable - self.num_free_blocks
-        if over > 0:
-            self._evict(over)
+        self._settle()
         # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
         if full > C.end:
@@ -330,16 +309,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     k0 += 1
                     fast = d.get(hs[ka]) is own
                 if fast and k0 <= kb:
-                    if k0 == kb:
-                        fast = d.setdefault(hs[kb], own) is own
-                    else:
-                        sl = hs[k0:kb + 1]
-                        vals = list(map(d.setdefault, sl, repeat(own)))
-                        if vals.count(own) != len(vals):
-                            for h, w in zip(sl, vals):
-                                if w is own:
-                                    del d[h]
-                            fast = False
+                    fast = idx.claim(hs[k0:kb + 1], own)
                 if fast:
                     if cont:
                         own.hi = full              # continues its last span

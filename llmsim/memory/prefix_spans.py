@@ -198,11 +198,13 @@ class SpanLRU:
         n.prev = p
         s.prev = s.next = None
 
-    def pop_oldest(self, n: int, idx: "SpanIndex"):
+    def pop_oldest(self, n: int, idx: "SpanIndex") -> list:
         """Take the ``n`` least recently used blocks out (each span's top blocks first) and out
-        of ``idx``; yields ``(span, lo, hi)`` for each piece: blocks ``lo … hi-1`` of
+        of ``idx``; returns ``[(span, lo, hi)]``, one per piece: blocks ``lo … hi-1`` of
         ``span.chain``, already detached. The caller lists at least ``n`` blocks."""
         head = self.head
+        detach = idx.detach
+        out = []
         while n:
             x = head.next
             hi = x.hi
@@ -210,13 +212,14 @@ class SpanLRU:
             if k > n:
                 lo = x.hi = hi - n
                 n = 0
-            else:
+            else:                              # the whole span leaves
                 lo = x.lo
                 n -= k
                 self.unlink(x)
                 x.hi = lo
-            idx.detach(x, lo, hi)
-            yield x, lo, hi
+            detach(x, lo, hi)
+            out.append((x, lo, hi))
+        return out
 
 
 class SpanIndex:
@@ -252,16 +255,7 @@ class SpanIndex:
     def attach(self, s: BlockSpan, a: int, b: int) -> None:
         """``s`` (extent already updated) now holds blocks ``[a, b)`` too."""
         C = s.chain
-        st = C.step
-        if st:                                 # inline _segs (the hot case)
-            ka = a // st
-            kb = (b - 1) // st
-            if s.lo < a and ka * st < a:
-                ka += 1
-            if s.hi > b and (kb + 1) * st > b:
-                kb -= 1
-        else:
-            ka, kb = self._segs(s, a, b)
+        ka, kb = self._segs(s, a, b)
         d = self.d
         if ka == kb:
             h = C.hs[ka]
@@ -286,19 +280,24 @@ class SpanIndex:
                 else:
                     d[h] = [v, s]
 
+    def claim(self, hs, s: BlockSpan) -> bool:
+        """List ``s`` for every segment hash of ``hs`` if none of them is listed yet (one pass;
+        the claims are undone when one is): True when ``s`` now holds them all."""
+        d = self.d
+        if len(hs) == 1:
+            return d.setdefault(hs[0], s) is s
+        vals = list(map(d.setdefault, hs, repeat(s)))
+        if vals.count(s) == len(vals):
+            return True
+        for h, w in zip(hs, vals):
+            if w is s:
+                del d[h]
+        return False
+
     def detach(self, s: BlockSpan, a: int, b: int) -> None:
         """``s`` (extent already updated) no longer holds blocks ``[a, b)``."""
         C = s.chain
-        st = C.step
-        if st:                                 # inline _segs (the hot case)
-            ka = a // st
-            kb = (b - 1) // st
-            if s.lo < a and ka * st < a:
-                ka += 1
-            if s.hi > b and (kb + 1) * st > b:
-                kb -= 1
-        else:
-            ka, kb = self._segs(s, a, b)
+        ka, kb = self._segs(s, a, b)
         d = self.d
         if ka == kb:
             h = C.hs[ka]
