@@ -104,6 +104,9 @@ class Replica:
         self.num_cuts = 0       # work queued here during a macro-step (sizes _run_cap)
         self.num_runs = 0
         self.engines = [VirtualEngine(self, s, i) for i, s in enumerate(schedulers)]
+        if self.handoff:
+            for s in schedulers:
+                s.hands_off = s.fast_hand_off
         self.num_outstanding = 0
         self.num_finished = 0
         self.num_steps = 0

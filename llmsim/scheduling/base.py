@@ -37,6 +37,7 @@ from llmsim.workload.request import FINISHED, REJECTED
 
 PREFILL = 0
 DECODE = 1
+HANDED_OFF = 2   # prefill done on a replica that hands every context off (never decodes here)
 
 
 class SeqState:
@@ -117,6 +118,9 @@ class Scheduler:
     # macro-steps may run through finishes (a finisher leaves the batch; False for static
     # batching, whose finished requests keep their slot until the whole batch is done)
     spans_finishes = True
+    # a prefill-role replica may skip the decode group for contexts it hands off at once
+    # (False where joining the group does more than the aggregates: speculative decoding)
+    fast_hand_off = True
 
     def __init__(self, kv, *, max_num_seqs=256, max_num_batched_tokens=8192,
                  enable_chunked_prefill=False, preemption_mode="recompute",
@@ -131,6 +135,9 @@ class Scheduler:
         self.enable_chunked_prefill = enable_chunked_prefill
         self.preemption_mode = preemption_mode
         self.window = sliding_window
+        # set by a prefill-role replica (when fast_hand_off): contexts whose prefill
+        # completes skip the decode group, as the replica detaches them at once
+        self.hands_off = False
         self.max_model_len = max_model_len
         self.max_queue_len = max_queue_len
         self.request_timeout_s = request_timeout_s
@@ -690,6 +697,11 @@ class Scheduler:
             del self.prefilling[req]
             self.kv.free(req, req.num_computed_tokens)
             self._finish(req, now)
+        elif self.hands_off:
+            # the prefill role detaches it at once (just_prefilled, detach_running): joining
+            # the decode group and leaving it in the same instant changes nothing
+            st.phase = HANDED_OFF
+            st.last_token_s = now
         else:
             self._join_decode(st, now)
 
@@ -723,9 +735,12 @@ class Scheduler:
         materialised on ``req``. Returns ``(num_kv_tokens_held, last_token_s)``; the caller
         frees the blocks later with :meth:`release_kv`."""
         st = self.running[req]
-        if st.phase != DECODE:
+        if st.phase == HANDED_OFF:       # never joined the decode group (hands_off)
+            del self.prefilling[req]
+        elif st.phase != DECODE:
             raise ValueError(f"{req!r} is still in prefill; only decoders can be detached")
-        self._leave_decode(st)
+        else:
+            self._leave_decode(st)
         del self.running[req]
         st.active = False
         st.scheduled = 0
@@ -795,8 +810,9 @@ class Scheduler:
 
     def just_prefilled(self, out) -> list:
         """Requests of the step ``out`` (already applied) whose prefill completed and that
-        joined the decode group (their first token of this prefill was sampled)."""
-        return [st.req for st, _n in out.prefills if st.active and st.phase == DECODE]
+        joined the decode group, or skipped it (``hands_off``): their first token of this
+        prefill was sampled."""
+        return [st.req for st, _n in out.prefills if st.active and st.phase != PREFILL]
 
     def running_requests(self) -> list:
         """``[(req, is_decoding)]`` of the running set, admission order (requests that already

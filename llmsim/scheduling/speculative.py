@@ -55,6 +55,7 @@ class SpeculativeMixin:
     """Mix in before a policy class: ``class X(SpeculativeMixin, SarathiScheduler)``."""
 
     supports_macro = False
+    fast_hand_off = False      # _track_blocks counts a joining decoder's verify slots
 
     def __init__(self, kv, *, num_speculative_tokens, acceptance_rate, draft_cost=None,
                  target_cost=None, **kw):
