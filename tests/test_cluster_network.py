@@ -62,6 +62,46 @@ def test_max_min_fairness_across_two_links():
     assert done[1] == pytest.approx(1.0, rel=1e-12)
 
 
+def test_transfer_alone_drains_before_a_start_during_its_latency():
+    # A (1 GB, latency 0.5 s) alone drains at 1 s; B starts at 1.2 s, while A is still on
+    # the wire: B gets the whole link (A's bytes are gone), A is delivered at 1.5 s
+    done, net = run_transfers([(0.0, 1e9, ["link"], 0.5), (1.2, 1e9, ["link"], 0.0)],
+                              {"link": 1e9})
+    assert done[0] == pytest.approx(1.5, rel=1e-12)
+    assert done[1] == pytest.approx(2.2, rel=1e-12)
+    assert net.num_done == 2 and not net.active
+
+
+def test_transfer_alone_shares_when_another_starts_before_it_drains():
+    # A alone for 0.5 s (0.5 GB), then both at 0.5 GB/s: A drains at 1.5 s, B then alone
+    done, _ = run_transfers([(0.0, 1e9, ["link"], 0.25), (0.5, 1e9, ["link"], 0.25)],
+                            {"link": 1e9})
+    assert done[0] == pytest.approx(1.5 + 0.25, rel=1e-12)
+    assert done[1] == pytest.approx(2.0 + 0.25, rel=1e-12)
+
+
+def test_abort_after_drain_skips_delivery_and_rate_reads_zero():
+    env = simpy.Environment()
+    net = Network(env)
+    link = Resource("link", 1e9)
+    got = []
+    tr = net.start(1e9, Path((link,), 1.0), lambda t: got.append(env.now))
+    seen = {}
+
+    def watcher():
+        yield env.timeout(0.5)
+        seen["mid"] = net.rate_of(tr)
+        yield env.timeout(1.0)       # drained at 1 s, on the wire until 2 s
+        seen["after"] = net.rate_of(tr)
+        assert tr.drained_s == pytest.approx(1.0, rel=1e-12)
+        net.abort(tr)
+    env.process(watcher())
+    env.run()
+    assert seen == {"mid": 1e9, "after": 0.0}
+    assert got == [] and net.num_aborted == 1 and net.num_done == 0
+    assert link.bytes_moved == pytest.approx(1e9, rel=1e-12)
+
+
 def test_abort_frees_the_bandwidth():
     env = simpy.Environment()
     net = Network(env)

@@ -13,8 +13,11 @@ Contract.
   idle path delivers ``num_bytes`` in exactly ``num_bytes / capacity + latency_s``.
 - :meth:`Network.abort` cancels a transfer (its callback never runs).
 - Events: one SimPy timeout per change of the set of active transfers (the next drain) and one
-  per delivery; no process, no per-byte or per-packet work. Rates are recomputed on every start,
-  drain and abort: O(transfers × resources), and transfers in flight are few.
+  per delivery; no process, no per-byte or per-packet work. A transfer alone on the network
+  gets one timeout for both, at its delivery: its drain is applied then, or earlier by the
+  first start, abort or rate query at or after the drain time (with that time), so what
+  anyone observes is the same. Rates are recomputed on every start, drain and abort:
+  O(transfers × resources), and transfers in flight are few.
 
 :class:`Topology` maps a pair of replicas to a path (DESIGN §7, docs/cluster.md):
 an explicit link between their pools, else one between their regions (a region may be linked to
@@ -74,7 +77,7 @@ class Transfer:
     ``meta`` is the caller's."""
 
     __slots__ = ("id", "num_bytes", "remaining", "path", "rate", "on_done", "start_s",
-                 "drained_s", "done_s", "aborted", "meta")
+                 "drained_s", "done_s", "aborted", "meta", "lone_v")
 
     def __init__(self, tid, num_bytes, path, on_done, start_s, meta):
         self.id = tid
@@ -88,6 +91,7 @@ class Transfer:
         self.done_s = None
         self.aborted = False
         self.meta = meta
+        self.lone_v = None     # version of the timer that drains and delivers it alone
 
     @property
     def duration_s(self) -> float | None:
@@ -102,6 +106,8 @@ class Network:
         self.active: dict = {}           # Transfer -> None, start order
         self._t = 0.0                    # time the remaining bytes were last brought up to date
         self._version = 0
+        self._lone = None                # the transfer alone in flight, drained at _lone_drain_s
+        self._lone_drain_s = 0.0
         self._next_id = 0
         self.num_started = 0
         self.num_done = 0
@@ -116,6 +122,8 @@ class Network:
         if not path.resources:
             raise ValueError("a path needs at least one resource")
         now = self.env.now
+        if self._lone is not None and self._lone_drain_s <= now:
+            self._drain_lone()
         self._next_id += 1
         tr = Transfer(self._next_id, num_bytes, path, on_done, now, meta)
         self.num_started += 1
@@ -136,12 +144,16 @@ class Network:
             return
         tr.aborted = True
         self.num_aborted += 1
+        if self._lone is not None and self._lone_drain_s <= self.env.now:
+            self._drain_lone()
         if tr in self.active:
             self._advance(self.env.now)
             self._remove(tr)
             self._reallocate()
 
     def rate_of(self, tr: Transfer) -> float:
+        if self._lone is not None and self._lone_drain_s <= self.env.now:
+            self._drain_lone()
         return tr.rate if tr in self.active else 0.0
 
     # -------------------------------------------------------------- internals ------------
@@ -163,13 +175,26 @@ class Network:
     def _reallocate(self) -> None:
         """Max-min fair rates by progressive filling; then schedule the next drain."""
         self._version += 1
+        lone = self._lone
+        if lone is not None:               # no longer alone (or gone): its timer is void
+            lone.lone_v = None
+            self._lone = None
         if not self.active:
             return
         if len(self.active) == 1:
-            # one transfer alone: it gets its path's bottleneck (what the filling below gives)
+            # one transfer alone: it gets its path's bottleneck (what the filling below gives);
+            # one timer at its delivery drains it too, unless something happens before
             tr = next(iter(self.active))
             tr.rate = rate = min(r.capacity_bytes_per_s for r in tr.path.resources)
-            self._schedule_drain(tr.remaining / rate if rate > 0 else float("inf"))
+            nxt = tr.remaining / rate
+            if nxt < 0:
+                nxt = 0.0
+            self._lone = tr
+            self._lone_drain_s = self._t + nxt
+            tr.lone_v = v = self._version
+            # at (drain + latency), added in the order the two-timer form adds them
+            ev = self.env.timeout(self._lone_drain_s + tr.path.latency_s - self._t)
+            ev.callbacks.append(lambda _e, t=tr, v=v: self._on_lone(t, v))
             return
         cap = {}
         count = {}
@@ -226,6 +251,25 @@ class Network:
             tr.drained_s = now
             self._deliver_later(tr)
         self._reallocate()
+
+    def _drain_lone(self) -> None:
+        """The transfer alone in flight drained at ``_lone_drain_s`` (not after now): apply
+        that, as the drain timer of a transfer among others does; its own timer delivers it."""
+        tr = self._lone
+        t = self._lone_drain_s
+        self._advance(t)
+        self._remove(tr)
+        tr.remaining = 0.0
+        tr.drained_s = t
+        self._lone = None
+        self._version += 1
+
+    def _on_lone(self, tr: Transfer, version: int) -> None:
+        if tr.lone_v != version:
+            return                           # it stopped being alone before it drained
+        if tr.drained_s is None:
+            self._drain_lone()
+        self._deliver(tr)
 
     def _deliver_later(self, tr: Transfer) -> None:
         ev = self.env.timeout(tr.path.latency_s)
