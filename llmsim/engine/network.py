@@ -29,6 +29,7 @@ direction separately.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from llmsim.cost import comm
 
@@ -62,7 +63,7 @@ class Path:
     latency_s: float
     description: str = ""
 
-    @property
+    @cached_property
     def bottleneck_bytes_per_s(self) -> float:
         """Capacity of the slowest resource (the rate of a transfer alone on the path)."""
         return min(r.capacity_bytes_per_s for r in self.resources)
@@ -185,7 +186,7 @@ class Network:
             # one transfer alone: it gets its path's bottleneck (what the filling below gives);
             # one timer at its delivery drains it too, unless something happens before
             tr = next(iter(self.active))
-            tr.rate = rate = min(r.capacity_bytes_per_s for r in tr.path.resources)
+            tr.rate = rate = tr.path.bottleneck_bytes_per_s
             nxt = tr.remaining / rate
             if nxt < 0:
                 nxt = 0.0
@@ -309,6 +310,7 @@ class Topology:
                                        lk.latency_s)
         self._cross = cross_region
         self._cross_res = {}
+        self._paths = {}                 # (src, dst) -> Path: a replica's endpoints never change
 
     def link(self, a: str, b: str):
         """(Resource, latency_s) of the explicit link from endpoint ``a`` to ``b``, or None."""
@@ -336,6 +338,12 @@ class Topology:
     def path(self, src, dst) -> Path:
         """Path from replica ``src`` to replica ``dst`` (objects with ``pool``, ``region``,
         ``port_out``, ``port_in`` and ``fabric_latency_s``)."""
+        p = self._paths.get((src, dst))
+        if p is None:
+            p = self._paths[(src, dst)] = self._path(src, dst)
+        return p
+
+    def _path(self, src, dst) -> Path:
         ports = (src.port_out, dst.port_in)
         lk = self._links.get((src.pool, dst.pool))
         if lk is not None:
