@@ -176,3 +176,26 @@ def test_hand_offs_reserved_inside_macro_steps_equal_single_steps(seed, util, ra
     a, b = assert_macro_equals_single(scn, ["pool"])
     assert a.summary["requests"]["finished"] == 300
     pd.testing.assert_frame_equal(a.timeline, b.timeline)
+
+
+@pytest.mark.parametrize("policy", ["vllm", "sarathi"])
+def test_prefill_replicas_skipping_the_decode_group_change_nothing(policy, monkeypatch):
+    """A prefill-role replica hands each context off in the instant its prefill completes, so
+    it skips the decode group (Scheduler.hands_off): results equal those of joining the
+    group and leaving it at once, and the prefill side never holds a decoder."""
+    from llmsim.scheduling.base import Scheduler
+    scn = macro_scenario("dis-skip", 2, {"hardware": "h100-sxm",
+                                         "scheduler": {"policy": policy, "max_num_seqs": 64}},
+                         200, 20, (600, 0.8, 3000), (80, 0.8, 400))
+    sim_fast, fast = run(copy.deepcopy(scn))
+    pre = [r for p in sim_fast.pools if p.cfg.role == "prefill" for r in p.replicas]
+    assert pre and all(e.scheduler.hands_off and e.scheduler.nd == 0
+                       and not e.scheduler._finish_list for r in pre for e in r.engines)
+    monkeypatch.setattr(Scheduler, "fast_hand_off", False)
+    sim_slow, slow = run(copy.deepcopy(scn))
+    assert not any(e.scheduler.hands_off for p in sim_slow.pools for r in p.replicas
+                   for e in r.engines)
+    pd.testing.assert_frame_equal(fast.requests, slow.requests)
+    np.testing.assert_array_equal(fast.itl_gaps_s, slow.itl_gaps_s)
+    np.testing.assert_array_equal(fast.itl_weights, slow.itl_weights)
+    assert (fast.requests["status"] == "finished").all() and len(fast.requests) == 200
