@@ -264,6 +264,7 @@ class Cluster:
 
     def _moved(self, tr) -> None:
         h = tr.meta
+        h.transfer = None        # done with it: no Handoff <-> Transfer cycle left for the GC
         req = h.req
         self._release_src(h)
         dst = h.dst
@@ -294,6 +295,7 @@ class Cluster:
                 h.dst.num_outstanding -= 1
         elif h.state == MOVING:
             self.network.abort(h.transfer)
+            h.transfer = None
             dst = h.dst
             del dst.inbound[h.req]
             h.dst_ve.inflight -= 1
@@ -449,6 +451,7 @@ class Cluster:
         # contexts coming to r: the sender still holds them, send them elsewhere
         for h in list(r.inbound.values()):
             self.network.abort(h.transfer)
+            h.transfer = None
             del r.inbound[h.req]
             self._place(h)
         for ve in r.engines:
