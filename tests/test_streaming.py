@@ -270,6 +270,26 @@ def test_histogram_itl_flushes_and_keeps_totals():
     assert np.allclose(vals, [0.01, 0.02, 0.03, 0.04, 0.05], rtol=5e-4)
 
 
+def test_itl_recorder_keeps_every_entry_in_order_across_packs(monkeypatch):
+    from llmsim.metrics import recorder as rec_mod
+    monkeypatch.setattr(rec_mod, "ITL_PACK_ENTRIES", 4)
+    rec = rec_mod.Recorder()
+    want_g, want_c = [], []
+    for i in range(7):
+        gaps = [0.001 * (i + 1) + 1e-6 * j for j in range(i)]
+        rec.itl.add_many(gaps, i + 1)
+        rec.itl.add(0.5 + i, 3)
+        want_g += gaps + [0.5 + i]
+        want_c += [i + 1] * i + [3]
+        rec.request_ended(object())          # packs once 4 entries are buffered
+    assert len(rec.itl._chunks) >= 3 and len(rec.itl.gaps_s) < 4 + 7
+    g, c = rec.itl.arrays()
+    assert g.dtype == np.float64 and c.dtype == np.int64
+    assert g.tolist() == want_g and c.tolist() == want_c
+    g2, c2 = rec.itl.arrays()                # asking again gives the same sample
+    assert g2.tolist() == want_g and c2.tolist() == want_c
+
+
 # ---------------------------------------------------------------------------- overload ---
 
 def test_queue_trend_medians_track_exact_fifths():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 from array import array
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,17 @@ TIMELINE_COLUMNS = ["time_s", "pool", "replica", "num_waiting", "num_running", "
 
 
 class ItlRecorder:
-    __slots__ = ("gaps_s", "counts")
+    """The exact weighted ITL sample. New entries go to two lists (``gaps_s``, ``counts``): a
+    list takes a float or an int in a few instructions, where ``array('d')`` parses every
+    element it is given. :meth:`pack` (called by the recorder as requests end, once the lists
+    hold ``ITL_PACK_ENTRIES``) moves them into numpy chunks of 8 bytes per value."""
+
+    __slots__ = ("gaps_s", "counts", "_chunks")
 
     def __init__(self):
-        self.gaps_s = array("d")
-        self.counts = array("q")
+        self.gaps_s: list = []
+        self.counts: list = []
+        self._chunks: list = []          # [(gaps float64 array, counts int64 array)]
 
     def add(self, gap_s: float, count: int) -> None:
         self.gaps_s.append(gap_s)
@@ -43,13 +48,29 @@ class ItlRecorder:
 
     def add_many(self, gaps_s: list, count: int) -> None:
         """``add(gap, count)`` for every gap of ``gaps_s`` (the steps of a macro-step)."""
-        self.gaps_s.extend(gaps_s)
-        self.counts.extend(repeat(count, len(gaps_s)))
+        self.gaps_s += gaps_s
+        self.counts += [count] * len(gaps_s)
+
+    def _take(self):
+        """The buffered entries as (float64, int64) arrays; the buffers start empty again."""
+        gaps = np.array(self.gaps_s, dtype=np.float64)
+        counts = np.array(self.counts, dtype=np.int64)
+        self.gaps_s = []
+        self.counts = []
+        return gaps, counts
+
+    def pack(self) -> None:
+        if self.gaps_s:
+            self._chunks.append(self._take())
 
     def arrays(self):
-        return (np.frombuffer(self.gaps_s, dtype=np.float64).copy() if len(self.gaps_s)
-                else np.zeros(0), np.frombuffer(self.counts, dtype=np.int64).copy()
-                if len(self.counts) else np.zeros(0, dtype=np.int64))
+        self.pack()
+        ch = self._chunks
+        if not ch:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        if len(ch) > 1:
+            ch[:] = [(np.concatenate([g for g, _ in ch]), np.concatenate([c for _, c in ch]))]
+        return ch[0][0].copy(), ch[0][1].copy()
 
 
 class Recorder:
@@ -63,6 +84,8 @@ class Recorder:
 
     def request_ended(self, req) -> None:
         self.ended.append(req)
+        if len(self.itl.gaps_s) >= ITL_PACK_ENTRIES:
+            self.itl.pack()
 
     def sample(self, row: tuple) -> None:
         self.timeline.append(row)
@@ -116,6 +139,8 @@ STREAM_CHUNK_ROWS = 65_536
 STREAM_SAMPLE_ROWS = 100_000
 #: ITL samples buffered before they are folded into the histogram.
 ITL_FLUSH_ENTRIES = 1 << 18
+#: ITL samples buffered in lists before they are packed into numpy chunks (in-memory runs).
+ITL_PACK_ENTRIES = 1 << 16
 
 _STR_COLUMNS = ("pool", "status", "reason", "tenant")
 
@@ -139,13 +164,8 @@ class HistogramItl(ItlRecorder):
             self.flush()
 
     def flush(self) -> None:
-        if len(self.gaps_s):
-            gaps = np.frombuffer(self.gaps_s, dtype=np.float64)
-            counts = np.frombuffer(self.counts, dtype=np.int64)
-            self.hist.add(gaps, counts)
-            del gaps, counts
-        self.gaps_s = array("d")
-        self.counts = array("q")
+        if self.gaps_s:
+            self.hist.add(*self._take())
 
     def arrays(self):
         self.flush()
