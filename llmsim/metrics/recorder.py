@@ -137,8 +137,9 @@ def request_rows_frame(reqs, with_tenant: bool = False) -> pd.DataFrame:
 STREAM_CHUNK_ROWS = 65_536
 #: Rows kept in the uniform random sample of a streaming run (for the HTML report).
 STREAM_SAMPLE_ROWS = 100_000
-#: ITL samples buffered before they are folded into the histogram.
-ITL_FLUSH_ENTRIES = 1 << 18
+#: ITL samples buffered before they are folded into the histogram (in lists: ≈ 40-60 bytes
+#: each, so the buffer stays under ≈ 4 MB).
+ITL_FLUSH_ENTRIES = 1 << 16
 #: ITL samples buffered in lists before they are packed into numpy chunks (in-memory runs).
 ITL_PACK_ENTRIES = 1 << 16
 
