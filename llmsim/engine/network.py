@@ -123,8 +123,7 @@ class Network:
         if not path.resources:
             raise ValueError("a path needs at least one resource")
         now = self.env.now
-        if self._lone is not None and self._lone_drain_s <= now:
-            self._drain_lone()
+        self._settle_lone(now)
         self._next_id += 1
         tr = Transfer(self._next_id, num_bytes, path, on_done, now, meta)
         self.num_started += 1
@@ -145,16 +144,14 @@ class Network:
             return
         tr.aborted = True
         self.num_aborted += 1
-        if self._lone is not None and self._lone_drain_s <= self.env.now:
-            self._drain_lone()
+        self._settle_lone(self.env.now)
         if tr in self.active:
             self._advance(self.env.now)
             self._remove(tr)
             self._reallocate()
 
     def rate_of(self, tr: Transfer) -> float:
-        if self._lone is not None and self._lone_drain_s <= self.env.now:
-            self._drain_lone()
+        self._settle_lone(self.env.now)
         return tr.rate if tr in self.active else 0.0
 
     # -------------------------------------------------------------- internals ------------
@@ -252,6 +249,11 @@ class Network:
             tr.drained_s = now
             self._deliver_later(tr)
         self._reallocate()
+
+    def _settle_lone(self, now: float) -> None:
+        """Apply the drain of the transfer alone in flight if it is due by ``now``."""
+        if self._lone is not None and self._lone_drain_s <= now:
+            self._drain_lone()
 
     def _drain_lone(self) -> None:
         """The transfer alone in flight drained at ``_lone_drain_s`` (not after now): apply
