@@ -199,3 +199,27 @@ def test_prefill_replicas_skipping_the_decode_group_change_nothing(policy, monke
     np.testing.assert_array_equal(fast.itl_gaps_s, slow.itl_gaps_s)
     np.testing.assert_array_equal(fast.itl_weights, slow.itl_weights)
     assert (fast.requests["status"] == "finished").all() and len(fast.requests) == 200
+
+
+def test_hand_offs_leave_no_reference_cycles():
+    """A delivered hand-off is freed by reference counting: Handoff and Transfer must not
+    refer to each other once the KV has moved (else every hand-off waits for the cyclic GC)."""
+    import gc
+    scn = macro_scenario("dis-gc", 1, {"hardware": "h100-sxm",
+                                       "scheduler": {"policy": "vllm", "max_num_seqs": 64}},
+                         100, 20, (600, 0.8, 3000), (40, 0.8, 200))
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        sim, out = run(scn)
+        assert (out.requests["status"] == "finished").all()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was_enabled:
+            gc.enable()
+    assert not kinds & {"Handoff", "Transfer"}
