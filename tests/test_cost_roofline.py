@@ -432,6 +432,7 @@ def test_decode_step_line_equals_step_time(cm):
                                                   num_sampled=seqs))
             got = max(a1 + b1 * ctx, a2 + b2 * ctx, g) + q
             assert got == pytest.approx(want, rel=1e-12, abs=0)
+            assert cm.decode_step_s(seqs, ctx) == got
     with pytest.raises(ValueError):
         cm.decode_step_line(0)
 

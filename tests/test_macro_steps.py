@@ -78,3 +78,15 @@ def test_macro_steps_with_sliding_window_and_kv_pressure():
     scn["cluster"]["pools"][0]["hardware"] = "h100-sxm"
     scn["workload"]["arrival"]["rate_per_s"] = 30.0
     assert_macro_equals_single(scn)
+
+
+def test_blocks_reserved_sums_the_phase_counts_of_each_step():
+    import random
+    from llmsim.scheduling.runs import blocks_reserved
+    rng = random.Random(5)
+    for _ in range(300):
+        bs = rng.choice([1, 2, 16, 32])
+        pc = [rng.randrange(4) for _ in range(bs)]
+        r = rng.randrange(bs)
+        n = rng.randrange(0, 5 * bs)
+        assert blocks_reserved(pc, r, n) == sum(pc[(r + i) % bs] for i in range(n))

@@ -668,8 +668,8 @@ class CostModel:
                 == max(a1 + b1·c, a2 + b2·c, g) + q        (to float rounding, ~1e-15)
 
         (attention is the max of its compute and memory lines and its floor; the host side
-        adds a kernel-launch floor and per-sequence overheads). The engine evaluates runs of
-        decode steps with it inline; memoised per ``decode_seqs``."""
+        adds a kernel-launch floor and per-sequence overheads). :meth:`decode_step_s` and
+        :meth:`decode_step_pieces` evaluate it; memoised per ``decode_seqs``."""
         line = self._lines.get(decode_seqs)
         if line is not None:
             return line
@@ -703,6 +703,18 @@ class CostModel:
         line = (a1, b1, a2, b2, g, q)
         self._lines[decode_seqs] = line
         return line
+
+    def decode_step_s(self, decode_seqs: int, decode_ctx_sum: int) -> float:
+        """A pure-decode step's time from :meth:`decode_step_line` (equal to ``step_time_s``
+        of that batch to ~1e-15): what the engine times decode-only steps with."""
+        a1, b1, a2, b2, g, q = self.decode_step_line(decode_seqs)
+        t = a1 + b1 * decode_ctx_sum
+        x = a2 + b2 * decode_ctx_sum
+        if x > t:
+            t = x
+        if g > t:
+            t = g
+        return t + q
 
     def decode_step_pieces(self, decode_seqs: int) -> tuple:
         """The pure-decode step time of :meth:`decode_step_line` as pieces of one line each:

@@ -309,12 +309,12 @@ class Replica:
         sched = ve.scheduler
         kv = sched.kv
         cost = self.cost
-        line_of = getattr(cost, "decode_step_line", None)    # None: pipeline cost model
+        decode_step_s = getattr(cost, "decode_step_s", None)    # None: pipeline cost model
         pipelined = len(self.engines) > 1
         macro = self.macro_steps and not pipelined and sched.supports_macro
         handoff = self.handoff
-        # decode-only steps of a standard scheduler cost CostModel.decode_step_line
-        plain_decode = sched.supports_macro and not pipelined and line_of is not None
+        # decode-only steps of a standard scheduler are timed from CostModel.decode_step_line
+        plain_decode = sched.supports_macro and not pipelined and decode_step_s is not None
         empty_in_a_row = 0
         while True:
             if ve.incoming or ve.ready or ve.control is not None:
@@ -352,15 +352,7 @@ class Replica:
             if out.prefills or not plain_decode:
                 dt = cost.step_time_s(agg) + out.extra_s
             else:   # pure decode: the same time from the memoised decode line (~1e-15)
-                a1, b1, a2, b2, g, q = line_of(out.num_decodes)
-                c = agg.decode_ctx_sum
-                dt = a1 + b1 * c
-                x = a2 + b2 * c
-                if x > dt:
-                    dt = x
-                if g > dt:
-                    dt = g
-                dt += q + out.extra_s
+                dt = decode_step_s(out.num_decodes, agg.decode_ctx_sum) + out.extra_s
             if self.step_sink is not None:
                 self.step_sink.append((self.pool, self.index, ve.index, now, dt,
                                        agg.prefill_seqs, agg.prefill_tokens, agg.decode_seqs,

@@ -183,11 +183,7 @@ class HostKVTier:
         if merge:
             tail.lo = lo                       # right below the newest span: it leaves next
         else:
-            tail = head.prev
-            head.prev = x
-            tail.next = x
-            x.prev = tail
-            x.next = head
+            self._lru.append(x)
         return True
 
     # -- prefix blocks ---------------------------------------------------------------------

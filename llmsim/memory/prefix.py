@@ -188,8 +188,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return None
 
     def _need(self, request, held_tokens, after) -> int:
-        bs = self.block_size
-        need = held_tokens // -bs - after // -bs       # ceil(after/bs) - ceil(held/bs)
+        need = self._extra_blocks(held_tokens, after)
         if request not in self._tables:
             lk = self._pending(request, held_tokens)
             if lk is not None:
@@ -279,8 +278,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 self.host_hit_blocks += nh
             self._shared[request] = hit
             self._held[request] = hit
-        bs = self.block_size
-        self.num_free_blocks -= held_tokens // -bs - num_kv_tokens_after // -bs
+        self.num_free_blocks -= self._extra_blocks(held_tokens, num_kv_tokens_after)
         self._settle()
         # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
@@ -289,6 +287,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         pos = self._held[request]
         if pos < full:
             idx = self._idx
+            added = -1
             st = C.step
             if st:
                 # fast path: no cached span meets the segments of [pos, full) but, right
@@ -297,8 +296,8 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 hs = C.hs
                 ka = pos // st
                 kb = (full - 1) // st
-                own = self._own.get(request)
-                cont = own is not None and own.hi == pos and own.ref == 1 and own.chain is C
+                own = self._continuing_span(request, C, pos)
+                cont = own is not None
                 if not cont:
                     own = BlockSpan(C, pos, full, 1)
                 # own claims the segments in one pass (undone when one is listed already);
@@ -312,46 +311,51 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     fast = idx.claim(hs[k0:kb + 1], own)
                 if fast:
                     if cont:
-                        own.hi = full              # continues its last span
+                        own.hi = full
                     else:
                         self._own[request] = own
-                    if table and table[-1][1] == pos:
-                        table[-1][1] = full
-                    else:
-                        table.append([pos, full])
-                    if self._watch is not None:
-                        self._touch(C, pos, full)
-                    self._held[request] = full
-                    self._shared[request] += full - pos
-                    self._num_cached += full - pos
-                    return True
-            added = 0
-            while True:
-                g = idx.next_held(C, pos, full)
-                if g > pos:
-                    own = self._own.get(request)
-                    if own is not None and own.hi == pos and own.ref == 1 and own.chain is C:
-                        own.hi = g                 # continues its last span
+                    self._hold(table, C, pos, full)
+                    added = full - pos
+            if added < 0:
+                added = 0
+                while True:
+                    g = idx.next_held(C, pos, full)
+                    if g > pos:
+                        own = self._continuing_span(request, C, pos)
+                        if own is not None:
+                            own.hi = g
+                        else:
+                            own = self._own[request] = BlockSpan(C, pos, g, 1)
                         idx.attach(own, pos, g)
-                    else:
-                        own = self._own[request] = BlockSpan(C, pos, g, 1)
-                        idx.attach(own, pos, g)
-                    if table and table[-1][1] == pos:
-                        table[-1][1] = g
-                    else:
-                        table.append([pos, g])
-                    added += g - pos
-                    if self._watch is not None:
-                        self._touch(C, pos, g)
-                if g == full:
-                    break
-                pos = idx.covered_end(C, g, full)      # cached already: private blocks
-                if pos == full:
-                    break
+                        self._hold(table, C, pos, g)
+                        added += g - pos
+                    if g == full:
+                        break
+                    pos = idx.covered_end(C, g, full)      # cached already: private blocks
+                    if pos == full:
+                        break
             self._held[request] = full
             self._shared[request] += added
             self._num_cached += added
         return True
+
+    def _continuing_span(self, request, C: BlockChain, pos: int):
+        """The request's own last span when it ends right at block ``pos`` of ``C`` and
+        only this request holds it (new blocks from ``pos`` on then extend it), else None."""
+        own = self._own.get(request)
+        if own is not None and own.hi == pos and own.ref == 1 and own.chain is C:
+            return own
+        return None
+
+    def _hold(self, table: list, C: BlockChain, lo: int, hi: int) -> None:
+        """The request (its block ``table``) now holds blocks ``[lo, hi)`` of ``C`` as
+        cached blocks."""
+        if table and table[-1][1] == lo:
+            table[-1][1] = hi
+        else:
+            table.append([lo, hi])
+        if self._watch is not None:
+            self._touch(C, lo, hi)
 
     def free(self, request, held_tokens):
         self._settle()

@@ -32,7 +32,7 @@ from operator import mul
 
 from llmsim.cost.types import BatchAggregates
 from llmsim.scheduling.queue import make_queue
-from llmsim.scheduling.runs import DecodeRunPlan
+from llmsim.scheduling.runs import DecodeRunPlan, blocks_reserved
 from llmsim.workload.request import FINISHED, REJECTED
 
 PREFILL = 0
@@ -576,11 +576,8 @@ class Scheduler:
         self.tokens_out += live
         self.D = D = self.D + 1
         fl = self._finish_list
-        while fl and fl[0][0] <= D:
-            st = fl.pop(0)[2]
-            st.fkey = None
-            if st.active and st.phase == DECODE:
-                self._on_decode_finished(st, now)
+        if fl and fl[0][0] <= D:
+            self._finish_due(D, now)
         if self.window is not None:
             wh = self._window_heap
             while wh and wh[0][0] <= D:
@@ -589,6 +586,16 @@ class Scheduler:
                     st.capped = True
                     self.K -= st.c0 - st.d0
                     self.n_capped += 1
+
+    def _finish_due(self, D: int, now: float) -> None:
+        """Finish the decoders whose finish-list key is ``D`` or less (the decode counter
+        just reached ``D``)."""
+        fl = self._finish_list
+        while fl and fl[0][0] <= D:
+            st = fl.pop(0)[2]
+            st.fkey = None
+            if st.active and st.phase == DECODE:
+                self._on_decode_finished(st, now)
 
     # ------------------------------------------------------------------ macro-steps ----
     def plan_decode_run(self, now: float, t1: float, limit_s: float, pieces_of,
@@ -664,8 +671,7 @@ class Scheduler:
                 rot = pc[r:] + pc[:r]
                 integ += sum(map(mul, accumulate(islice(cycle(rot), n - 1), initial=u),
                                  durs[i - 1:y]))
-                full, rem = divmod(n, bs)
-                u += full * sum(pc) + sum(rot[:rem])
+                u += blocks_reserved(pc, r, n)
                 D += n
                 self._decode_reserved = 1
             else:

@@ -31,6 +31,17 @@ INF = float("inf")
 DECODE = 1      # SeqState.phase of a decoder (llmsim.scheduling.base.DECODE)
 
 
+def blocks_reserved(pc: list, r: int, n: int) -> int:
+    """Blocks that ``n`` consecutive decode steps reserve when the first reserves at phase
+    ``r``: step ``i`` takes ``pc[(r + i) % len(pc)]`` (decoders per block-boundary phase, see
+    ``Scheduler._reserve_decode_blocks``)."""
+    bs = len(pc)
+    full, rem = divmod(n, bs)
+    e = r + rem
+    part = sum(pc[r:e]) if e <= bs else sum(pc[r:]) + sum(pc[:e - bs])
+    return full * sum(pc) + part
+
+
 class DecodeRunPlan:
     __slots__ = ("ends", "durs", "fin_steps", "open", "_sched", "_pieces_of", "_limit_s",
                  "_span", "_D0", "_Di", "_nd", "_K", "_free", "_pieces", "_upto",
@@ -214,10 +225,7 @@ class DecodeRunPlan:
             stop = True
         if kv.decode_grows and not grows and Di > self._Di:
             # the blocks the steps just planned take (finishers' frees not counted)
-            full, rem = divmod(Di - self._Di, bs)
-            r = self._Di % bs
-            rot = pc[r:] + pc[:r]
-            free -= full * sum(pc) + sum(rot[:rem])
+            free -= blocks_reserved(pc, self._Di % bs, Di - self._Di)
         self._Di = Di
         self._nd = nd
         self._K = K

@@ -234,12 +234,7 @@ class SpeculativeMixin:
         self._last_decode_end_s = now
         self.num_verify_steps += 1
         self.D = D = self.D + 1
-        fl = self._finish_list      # sorted list (see Scheduler._join_decode)
-        while fl and fl[0][0] <= D:
-            st = fl.pop(0)[2]
-            st.fkey = None
-            if st.active and st.phase == DECODE:
-                self._on_decode_finished(st, now)
+        self._finish_due(D, now)
         if self.window is not None:
             wh = self._window_heap
             while wh and wh[0][0] <= D:
