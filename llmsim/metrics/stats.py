@@ -20,6 +20,8 @@ import numpy as np
 #: The percentiles every latency summary reports, as (key, quantile) pairs.
 PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
+_PERCENTILE_QS = np.array([q for _, q in PERCENTILES])
+
 STAT_KEYS: tuple[str, ...] = ("mean",) + tuple(k for k, _ in PERCENTILES)
 
 
@@ -45,7 +47,10 @@ def latency_stats(values) -> dict:
 
 
 def _clean_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and return (sorted values, matching weights) with NaNs and zero weights dropped."""
+    """Validate and return (sorted values, matching weights) with NaNs and zero weights dropped.
+
+    The sort is stable, so equal values keep their given order (and sums over the result are
+    reproducible)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     w = np.asarray(weights).ravel()
     if v.shape != w.shape:
@@ -56,7 +61,8 @@ def _clean_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
     if w.size and (np.isnan(w).any() or (w < 0).any()):
         raise ValueError("weights must be non-negative and not NaN")
     keep = ~np.isnan(v) & (w > 0)
-    v, w = v[keep], w[keep]
+    if not keep.all():
+        v, w = v[keep], w[keep]
     order = np.argsort(v, kind="stable")
     return v[order], w[order]
 
@@ -69,10 +75,20 @@ def weighted_quantiles(values, weights, qs: Sequence[float] | float) -> np.ndarr
     weight ``W``). NaN values and zero weights are dropped. Returns a float array shaped like
     ``qs``; all NaN when the sample is empty.
     """
+    q = _check_quantiles(qs)
+    v, w = _clean_weighted(values, weights)
+    return _sorted_quantiles(v, w, q)
+
+
+def _check_quantiles(qs) -> np.ndarray:
     q = np.asarray(qs, dtype=np.float64)
     if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
         raise ValueError(f"quantiles must lie in [0, 1], got {qs!r}")
-    v, w = _clean_weighted(values, weights)
+    return q
+
+
+def _sorted_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`weighted_quantiles` of a sample :func:`_clean_weighted` returned."""
     if v.size == 0:
         return np.full(q.shape, np.nan)
     cum = np.cumsum(w)
@@ -96,7 +112,7 @@ def weighted_stats(values, weights) -> dict:
     v, w = _clean_weighted(values, weights)
     if v.size == 0:
         return empty_stats()
-    qs = weighted_quantiles(v, w, [q for _, q in PERCENTILES])
+    qs = _sorted_quantiles(v, w, _PERCENTILE_QS)     # sorted and cleaned once
     # elementwise product and sum, not np.dot: a BLAS dot product of a long sample wakes
     # OpenBLAS's worker threads, which then spin on the other cores for a while
     out = {"mean": float((v * w).sum() / w.sum())}
