@@ -54,6 +54,20 @@ def test_weighted_stats_matches_repeat_and_ignores_nan():
         assert s[key] == pytest.approx(np.quantile(rep, q), rel=1e-12)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 1.0, allow_nan=False), st.integers(1, 9)),
+                min_size=1, max_size=40))
+def test_weighted_stats_of_a_sample_with_nothing_to_drop_matches_repeat(pairs):
+    # unsorted, every weight positive: the path that skips the NaN/zero-weight mask
+    v = np.array([p[0] for p in pairs])
+    w = np.array([p[1] for p in pairs], dtype=np.int64)
+    rep = np.repeat(v, w)
+    s = weighted_stats(v, w)
+    assert s["mean"] == pytest.approx(rep.mean(), rel=1e-12, abs=1e-15)
+    for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        assert s[key] == pytest.approx(np.quantile(rep, q), rel=1e-12, abs=1e-15)
+
+
 def test_weighted_stats_empty_and_bad_weights():
     assert weighted_stats([], []) == {"mean": None, "p50": None, "p90": None, "p99": None}
     assert weighted_stats([0.1], [0])["p50"] is None

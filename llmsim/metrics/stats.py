@@ -75,16 +75,11 @@ def weighted_quantiles(values, weights, qs: Sequence[float] | float) -> np.ndarr
     weight ``W``). NaN values and zero weights are dropped. Returns a float array shaped like
     ``qs``; all NaN when the sample is empty.
     """
-    q = _check_quantiles(qs)
-    v, w = _clean_weighted(values, weights)
-    return _sorted_quantiles(v, w, q)
-
-
-def _check_quantiles(qs) -> np.ndarray:
     q = np.asarray(qs, dtype=np.float64)
     if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
         raise ValueError(f"quantiles must lie in [0, 1], got {qs!r}")
-    return q
+    v, w = _clean_weighted(values, weights)
+    return _sorted_quantiles(v, w, q)
 
 
 def _sorted_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray:
