@@ -410,6 +410,29 @@ def test_span_cache_matches_per_block_on_runs_over_many_segments():
     assert all(v > 0 for v in totals.values()), totals
 
 
+def _three_chains(rng) -> list:
+    """Three 12-block chains (4-token blocks, 8-token ids), two by two sharing their first id:
+    ``[(BlockChain, keys)]``."""
+    chains = []
+    for c in range(3):
+        ids = [c % 2] + [int(x) for x in rng.integers(0, 3, size=5)]
+        chains.append((prefix_block_chain(ids, 8, 48, 4), prefix_block_keys(ids, 8, 48, 4)))
+    return chains
+
+
+def _take_a_hit(host, rh, chains, rng) -> None:
+    """Load back the kept run from a random block of a random chain, in ``host`` and the
+    reference ``rh``, checking first that both see the same run."""
+    C, keys = chains[int(rng.integers(3))]
+    lo = int(rng.integers(0, 12))
+    end = host.present_end(C, lo, 12)
+    assert end == next((j for j in range(lo, 12) if keys[j] not in rh.prefix), 12)
+    if end > lo:
+        host.take_blocks(C, lo, end)
+        for j in range(lo, end):
+            rh.take(keys[j])
+
+
 def test_host_runs_match_single_block_offloads():
     """Offloading a run = offloading its blocks one by one, top first: kept blocks move to
     the most recently used end, the oldest make room, tiny or swap-filled tiers included."""
@@ -418,11 +441,7 @@ def test_host_runs_match_single_block_offloads():
         cap = int(rng.integers(0, 12))
         host = HostKVTier(cap, 4, 1e-3)
         rh = RefHost(cap, 1e-3, 0.0)
-        chains = []
-        for c in range(3):
-            ids = [c % 2] + [int(x) for x in rng.integers(0, 3, size=5)]
-            keys = prefix_block_keys(ids, 8, 48, 4)
-            chains.append((prefix_block_chain(ids, 8, 48, 4), keys))
+        chains = _three_chains(rng)
         for _ in range(30):
             op = int(rng.integers(6))
             if op <= 3:
@@ -437,16 +456,59 @@ def test_host_runs_match_single_block_offloads():
                 host.swap_out(object(), n) if rng.integers(2) else None
                 rh.num_free_blocks = host.num_free_blocks
             else:
-                C, keys = chains[int(rng.integers(3))]
-                lo = int(rng.integers(0, 12))
-                end = host.present_end(C, lo, 12)
-                assert end == next((j for j in range(lo, 12) if keys[j] not in rh.prefix), 12)
-                if end > lo:
-                    host.take_blocks(C, lo, end)
-                    for j in range(lo, end):
-                        rh.take(keys[j])
+                _take_a_hit(host, rh, chains, rng)
             assert host.prefix_keys() == list(rh.prefix)
             assert (host.num_free_blocks, host.blocks_offloaded, host.blocks_loaded) == \
                 (rh.num_free_blocks, rh.blocks_offloaded, rh.blocks_loaded)
             host.check()
 
+
+
+def test_queued_offloads_match_single_block_offloads():
+    """Offloads queue until the tier is read (a run evicted piece by piece goes in once): with
+    reads only now and then, swaps in and out between queued offloads, and runs evicted top
+    down in pieces, the tier still equals one that keeps every block as it comes."""
+    rng = np.random.default_rng(11)
+    joined = 0
+    for trial in range(300):
+        cap = int(rng.integers(0, 14))
+        host = HostKVTier(cap, 4, 1e-3)
+        rh = RefHost(cap, 1e-3, 0.0)
+        chains = _three_chains(rng)
+        swapped = []
+        for _ in range(30):
+            op = int(rng.integers(7))
+            if op <= 2:        # a run evicted from the top in pieces
+                C, keys = chains[int(rng.integers(3))]
+                hi = int(rng.integers(1, 13))
+                while hi > 0:
+                    lo = int(rng.integers(max(0, hi - 4), hi))
+                    before = len(host._pending)
+                    host.offload_blocks(C, lo, hi)
+                    joined += before and len(host._pending) == before
+                    for j in range(hi - 1, lo - 1, -1):
+                        rh.offload(keys[j])
+                    hi = lo if rng.integers(3) else 0
+            elif op == 3:      # swap out, evicting the oldest kept blocks when short
+                free = rh.num_free_blocks + len(rh.prefix)
+                if free:
+                    n = int(rng.integers(1, free + 1))
+                    req = object()
+                    assert host.can_swap_out(n)
+                    host.swap_out(req, n)
+                    rh.swap_out(req, n)
+                    swapped.append(req)
+            elif op == 4 and swapped:
+                req = swapped.pop(int(rng.integers(len(swapped))))
+                host.swap_in(req)
+                rh.swap_in(req)
+            elif op == 5:      # a hit loads blocks back
+                _take_a_hit(host, rh, chains, rng)
+            if rng.integers(4) == 0:       # a read, now and then
+                assert host.prefix_keys() == list(rh.prefix)
+                assert (host.num_free_blocks, host.blocks_offloaded, host.blocks_loaded) == \
+                    (rh.num_free_blocks, rh.blocks_offloaded, rh.blocks_loaded)
+                host.check()
+        assert host.prefix_keys() == list(rh.prefix)
+        assert host.num_free_blocks == rh.num_free_blocks
+    assert joined > 100        # queued pieces did join

@@ -23,6 +23,11 @@ Counters (``blocks_swapped_out``, ``blocks_swapped_in``, ``blocks_offloaded``,
 ``blocks_loaded``, ``transfer_s``) are cumulative; ``version`` changes whenever the set of
 offloaded prefix blocks does.
 
+Offloads are queued and applied, in order, at the next read of the tier (:meth:`flush`: every
+method and property that depends on the prefix blocks or the free count calls it first), so an
+offload that continues the queued one right below it in the same chain joins it and the run is
+inserted once (the GPU evicts a span from the top, piece by piece, between two lookups).
+
 Offloaded blocks are kept as :class:`~llmsim.memory.prefix.BlockSpan` runs of one block chain
 (a prompt's blocks arrive, age and leave together), in a
 :class:`~llmsim.memory.prefix.SpanLRU` whose spans leave from their highest block down, and a
@@ -32,6 +37,14 @@ from __future__ import annotations
 
 from llmsim.memory.prefix import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
     common_end, common_start
+
+
+def _flushed(field: str, doc: str) -> property:
+    """A read-only view of ``field`` that applies the queued offloads first."""
+    def get(self):
+        self.flush()
+        return getattr(self, field)
+    return property(get, doc=doc)
 
 
 class HostKVTier:
@@ -44,17 +57,34 @@ class HostKVTier:
         self.block_size = int(block_size)
         self.block_transfer_s = float(block_transfer_s)
         self.latency_s = float(latency_s)
-        self.num_free_blocks = self.num_blocks
+        self._free = self.num_blocks            # num_free_blocks once the pending offloads are in
         self.swapped: dict = {}                 # request -> blocks held for it
         self._lru = SpanLRU()                   # offloaded prefix spans, least recently used first
         self._idx = SpanIndex()                 # the same spans by segment
-        self.num_prefix_blocks = 0              # offloaded prefix blocks kept
+        self._kept = 0                          # offloaded prefix blocks kept
+        self._pending: list = []                # offloads not applied yet: [chain, lo, hi]
         self.blocks_swapped_out = 0
         self.blocks_swapped_in = 0
-        self.blocks_offloaded = 0
+        self._offloaded = 0
         self.blocks_loaded = 0
         self.transfer_s = 0.0
-        self.version = 0      # bumped whenever the set of offloaded prefix blocks changes
+        self._version = 0
+
+    # -- what the pending offloads change: read through flush() ---------------------------
+    num_free_blocks = _flushed("_free", "Blocks neither swapped out nor kept.")
+    num_prefix_blocks = _flushed("_kept", "Offloaded prefix blocks kept.")
+    blocks_offloaded = _flushed("_offloaded", "Prefix blocks offloaded so far (cumulative).")
+    version = _flushed("_version", "Changes whenever the set of offloaded prefix blocks does.")
+
+    def flush(self) -> None:
+        """Apply the offloads :meth:`offload_blocks` queued, in order. Every method that reads
+        or changes the prefix blocks or the free count calls it first; so does a caller that
+        reads ``_idx`` itself (the prefix cache)."""
+        p = self._pending
+        if p:
+            self._pending = []
+            for C, lo, hi in p:
+                self._offload_now(C, lo, hi)
 
     # -- time ----------------------------------------------------------------------------
     def transfer_time_s(self, num_blocks: int) -> float:
@@ -65,21 +95,22 @@ class HostKVTier:
 
     # -- swap --------------------------------------------------------------------------------
     def can_swap_out(self, num_blocks: int) -> bool:
-        return num_blocks <= self.num_free_blocks + self.num_prefix_blocks
+        self.flush()
+        return num_blocks <= self._free + self._kept
 
     def swap_out(self, request, num_blocks: int) -> float:
         """Hold ``num_blocks`` for ``request``; returns the transfer time. The caller checked
         ``can_swap_out``."""
         if request in self.swapped:
             raise AssertionError(f"{request!r} is already swapped out")
-        if not self.can_swap_out(num_blocks):
+        if not self.can_swap_out(num_blocks):          # (flushes)
             raise AssertionError("host tier full")
-        short = num_blocks - self.num_free_blocks
+        short = num_blocks - self._free
         if short > 0:
             self._pop_front(short)
-            self.num_free_blocks += short
-            self.version += short
-        self.num_free_blocks -= num_blocks
+            self._free += short
+            self._version += short
+        self._free -= num_blocks
         self.swapped[request] = num_blocks
         self.blocks_swapped_out += num_blocks
         t = self.transfer_time_s(num_blocks)
@@ -88,8 +119,9 @@ class HostKVTier:
 
     def swap_in(self, request) -> float:
         """Release the blocks of ``request`` (copied back to the GPU); returns the time."""
+        self.flush()            # offloads queued before the release meet the tier before it
         n = self.swapped.pop(request)
-        self.num_free_blocks += n
+        self._free += n
         self.blocks_swapped_in += n
         t = self.transfer_time_s(n)
         self.transfer_s += t
@@ -102,12 +134,12 @@ class HostKVTier:
     def _pop_front(self, n: int) -> None:
         """Drop the ``n`` least recently used prefix blocks, each span's top blocks first
         (the caller adjusts the free count)."""
-        self.num_prefix_blocks -= n
+        self._kept -= n
         self._lru.pop_oldest(n, self._idx)
 
     def _append(self, C: BlockChain, lo: int, hi: int) -> None:
         """Blocks ``hi-1 … lo`` of ``C`` (none kept) become the most recently used."""
-        self.num_prefix_blocks += hi - lo
+        self._kept += hi - lo
         lru = self._lru
         tail = lru.head.prev
         if tail.lo == hi and tail is not lru.head and \
@@ -123,11 +155,11 @@ class HostKVTier:
         """Offload blocks ``hi-1 … lo`` of ``C``, none of them kept yet."""
         a = hi - lo
         top = hi
-        free = self.num_free_blocks
+        free = self._free
         if free >= a:
-            self.num_free_blocks = free - a
+            self._free = free - a
         else:
-            kept = self.num_prefix_blocks
+            kept = self._kept
             if free + kept == 0:                  # the tier is full of swapped requests
                 return
             if a - free > kept:   # everything leaves, then this run's first (top) blocks
@@ -135,9 +167,9 @@ class HostKVTier:
                 top = lo + kept + free
             else:
                 self._pop_front(a - free)
-            self.num_free_blocks = 0
-        self.blocks_offloaded += a
-        self.version += a
+            self._free = 0
+        self._offloaded += a
+        self._version += a
         self._append(C, lo, top)
 
     def _claim_insert(self, C: BlockChain, lo: int, hi: int, ka: int, kb: int, v) -> bool:
@@ -148,8 +180,8 @@ class HostKVTier:
         insert go on. Returns False, with nothing changed, when that does not apply (the
         caller then looks block by block), and also for a run the tier cannot keep whole."""
         a = hi - lo
-        free = self.num_free_blocks
-        kept = self.num_prefix_blocks
+        free = self._free
+        kept = self._kept
         short = a - free
         if short > kept or free + kept == 0:       # a partial run, or nothing kept
             return False
@@ -174,12 +206,12 @@ class HostKVTier:
         # the claimed segments are listed by no other span, so the drops leave them alone
         if short > 0:
             self._pop_front(short)
-            self.num_free_blocks = 0
+            self._free = 0
         else:
-            self.num_free_blocks = free - a
-        self.blocks_offloaded += a
-        self.version += a
-        self.num_prefix_blocks += a
+            self._free = free - a
+        self._offloaded += a
+        self._version += a
+        self._kept += a
         if merge:
             tail.lo = lo                       # right below the newest span: it leaves next
         else:
@@ -190,7 +222,21 @@ class HostKVTier:
     def offload_blocks(self, C: BlockChain, lo: int, hi: int) -> None:
         """Keep evicted GPU prefix blocks ``hi-1, …, lo`` of chain ``C`` (GPU → host copy,
         overlapped with compute: not timed), exactly as ``hi - lo`` single-block offloads in
-        that order."""
+        that order.
+
+        Applied at the next :meth:`flush` (the next read of the tier): an offload that
+        continues the one queued before it, right below it in the same chain (the GPU evicts
+        a span from the top, piece by piece), joins it, so the run goes in once."""
+        p = self._pending
+        if p:
+            last = p[-1]
+            if last[1] == hi and last[0] is C:
+                last[1] = lo
+                return
+        p.append([C, lo, hi])
+
+    def _offload_now(self, C: BlockChain, lo: int, hi: int) -> None:
+        """:meth:`offload_blocks`, applied."""
         idx = self._idx
         st = C.step
         if st:
@@ -208,7 +254,7 @@ class HostKVTier:
             if x is not None:                  # kept already: becomes most recently used
                 q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
                 idx.cut(self._lru, x, q, pos)
-                self.num_prefix_blocks -= pos - q
+                self._kept -= pos - q
                 self._append(C, q, pos)
             else:
                 q = idx.prev_held(C, lo, pos)
@@ -217,10 +263,12 @@ class HostKVTier:
 
     def present_end(self, C: BlockChain, pos: int, end: int) -> int:
         """The first block in ``[pos, end)`` of ``C`` that is not kept, else ``end``."""
+        self.flush()
         return self._idx.covered_end(C, pos, end)
 
     def take_blocks(self, C: BlockChain, lo: int, hi: int) -> None:
         """Blocks ``[lo, hi)`` of ``C`` (all kept) are loaded back to the GPU: they leave."""
+        self.flush()
         idx = self._idx
         pos = lo
         while pos < hi:
@@ -229,20 +277,21 @@ class HostKVTier:
             idx.cut(self._lru, x, pos, e)
             pos = e
         n = hi - lo
-        self.num_prefix_blocks -= n
-        self.num_free_blocks += n
+        self._kept -= n
+        self._free += n
         self.blocks_loaded += n
-        self.version += n
+        self._version += n
 
     def prefix_keys(self) -> list:
         """Offloaded blocks ``(h, j)``, least recently used first (tests and checks)."""
+        self.flush()
         return [key for x in self._lru for key in x.keys()]
 
     # single blocks: block (key, 0)
     def offload(self, key) -> bool:
         """Keep one evicted prefix block; False when there is no room (the tier is full of
         swapped requests)."""
-        if not self.has(key) and self.num_free_blocks == 0 and not self.num_prefix_blocks:
+        if not self.has(key) and self._free == 0 and not self._kept:      # (has flushes)
             return False
         self.offload_blocks(BlockChain.single(key), 0, 1)
         return True
@@ -255,16 +304,17 @@ class HostKVTier:
         self.take_blocks(BlockChain.single(key), 0, 1)
 
     def check(self) -> None:
-        used = sum(self.swapped.values()) + self.num_prefix_blocks
-        if not 0 <= self.num_free_blocks <= self.num_blocks or \
-                used != self.num_blocks - self.num_free_blocks:
-            raise AssertionError(f"host KV tier out of balance: free={self.num_free_blocks} "
+        self.flush()
+        used = sum(self.swapped.values()) + self._kept
+        if not 0 <= self._free <= self.num_blocks or \
+                used != self.num_blocks - self._free:
+            raise AssertionError(f"host KV tier out of balance: free={self._free} "
                                  f"used={used} capacity={self.num_blocks}")
         spans = list(self._lru)
         kept = sum(x.hi - x.lo for x in spans)
-        if kept != self.num_prefix_blocks:
+        if kept != self._kept:
             raise AssertionError(f"host tier keeps {kept} prefix blocks, counted "
-                                 f"{self.num_prefix_blocks}")
+                                 f"{self._kept}")
         check_spans(self._idx, spans)
 
 

@@ -144,7 +144,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         step): the memo watches the segments it read and is dropped by any change to them."""
         self._settle()
         host = self._offload
-        hv = host.version if host is not None else 0
+        hv = host.version if host is not None else 0     # (flushes: host._idx is read below)
         lk = self._lookup
         if lk is not None and lk[0] is request and lk[4] == hv and lk[5] == request.num_tokens:
             return lk[1] * self.block_size
@@ -202,6 +202,8 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         idx = self._idx
         lru = self._lru
         host = self._offload
+        if host is not None:
+            host.flush()             # host._idx is read below
         pos = 0
         while pos < hit:
             k = C.seg(pos)
