@@ -147,6 +147,44 @@ def test_mooncake_bad_rows(tmp_path):
     assert ":3: key 'output_length'" in ex[1] and ":4:" in ex[2] and "backwards" in ex[3]
 
 
+@pytest.mark.parametrize("bad", ['"7"', "7.5", "true", "[7]", "null"])
+def test_mooncake_hash_ids_must_be_integers(tmp_path, bad):
+    # int() in the prefix cache used to take "7" and 7.5 as 7 (and crash on "a"); now the
+    # row is bad, with its line and key
+    p = write(tmp_path, "m.jsonl",
+              '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, 2]}\n'
+              '{"timestamp": 5, "input_length": 600, "output_length": 2, "hash_ids": [1, %s]}\n'
+              % bad)
+    with pytest.raises(InputError) as ei:
+        rows(p)
+    pr = one_problem(ei)
+    assert (pr.line, pr.key) == (2, "hash_ids") and "integers" in pr.message
+    out, r = rows(p, on_bad_row="skip")
+    assert [it[3] for it in out] == [[1, 2]] and r.counts["skipped_bad_rows"] == 1
+
+
+def test_csv_and_parquet_hash_ids_must_be_integers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cols = {"arrival": "t", "prompt_tokens": "i", "output_tokens": "o", "hash_ids": "h"}
+    g = write(tmp_path, "g.csv", 't,i,o,h\n1,5,1,"[1, 2]"\n2,5,1,"[1, 2.5]"\n')
+    with pytest.raises(InputError) as ei:
+        rows(g, "csv", columns=cols)
+    pr = one_problem(ei)
+    assert (pr.line, pr.key) == (3, "h") and "integers" in pr.message
+    f = tmp_path / "h.parquet"
+    pq.write_table(pa.table({"t": [1.0, 2.0], "i": [5, 5], "o": [1, 1],
+                             "h": pa.array([[1.0, 2.0], [1.0, 2.5]])}), f)
+    with pytest.raises(InputError) as ei:
+        rows(f, "parquet", columns=cols)
+    pr = one_problem(ei)
+    assert pr.key == "h" and "integers" in pr.message
+    pq.write_table(pa.table({"t": [1.0, 2.0], "i": [5, 5], "o": [1, 1],
+                             "h": pa.array([[1, 2], [1, 3]])}), f)
+    out, _ = rows(f, "parquet", columns=cols)
+    assert [it[3] for it in out] == [[1, 2], [1, 3]]
+
+
 # ------------------------------------------------------------------------------------ sharegpt
 def conv(cid, *counts, role_key="from"):
     msgs = []

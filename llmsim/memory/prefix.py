@@ -64,7 +64,7 @@ def prefix_block_keys(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
             break
         while m_done < m:
             m_done += 1
-            h = hash((h, int(hash_ids[m_done])))
+            h = hash((h, hash_ids[m_done]))
         keys.append((h, j))
     return keys
 

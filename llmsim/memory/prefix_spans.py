@@ -62,9 +62,10 @@ def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
     if H % block_size == 0:
         step = H // block_size
         n = min(len(hash_ids), -(-nfull // step))
+        append = hs.append
         for x in hash_ids[:n]:
-            h = hash((h, int(x)))
-            hs.append(h)
+            h = hash((h, x))
+            append(h)
         return BlockChain(hs, list(range(0, (n + 1) * step, step)), min(nfull, n * step),
                           step, H)
     los = []
@@ -73,7 +74,7 @@ def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
         lo = m * H // block_size
         if lo >= nfull:
             break
-        h = hash((h, int(hash_ids[m])))
+        h = hash((h, hash_ids[m]))
         hi = (m + 1) * H // block_size
         if hi > lo:
             hs.append(h)

@@ -304,8 +304,8 @@ class Window(StrictModel):
 
 class ColumnMap(StrictModel):
     """Which columns of a generic CSV/Parquet hold what. ``arrival`` may be omitted for a
-    lengths-only file (then the trace needs ``arrival:``). ``hash_ids``: a JSON list or
-    space/semicolon separated integers."""
+    lengths-only file (then the trace needs ``arrival:``). ``hash_ids``: integers, a JSON list or
+    space/semicolon separated (a list column in Parquet)."""
 
     arrival: Optional[str] = None
     prompt_tokens: str

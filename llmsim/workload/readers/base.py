@@ -37,6 +37,15 @@ class BadRow(Exception):
         self.column, self.value, self.message = column, value, message
 
 
+def check_hash_ids(ids: list, column: str) -> list:
+    """``ids`` when every id is an integer, else BadRow naming ``column``: a float would be cut
+    to an integer and a string or a list taken for a different prefix, without a word."""
+    if set(map(type, ids)) - {int}:
+        bad = next(x for x in ids if type(x) is not int)
+        raise BadRow(column, bad, "hash ids must be integers")
+    return ids
+
+
 def check_file(path: Path) -> None:
     """InputError naming the file when it is missing, not a file, or empty."""
     where = str(path)

@@ -17,7 +17,8 @@ import csv
 import json
 from datetime import datetime
 
-from llmsim.workload.readers.base import BadRow, TraceReader, open_text, parse_tokens
+from llmsim.workload.readers.base import BadRow, TraceReader, check_hash_ids, open_text, \
+    parse_tokens
 
 _TIME_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
@@ -40,7 +41,7 @@ def parse_hash_ids(value: str, column: str) -> list[int] | None:
                      "integers") from None
     if not isinstance(ids, list):
         raise BadRow(column, value, "hash ids must be a list")
-    return ids
+    return check_hash_ids(ids, column)
 
 
 class CsvReader(TraceReader):

@@ -26,7 +26,8 @@ record's index). ``turns: first`` keeps each conversation's first exchange only.
 """
 from __future__ import annotations
 
-from llmsim.workload.readers.base import BadRow, TraceReader, open_text, parse_tokens
+from llmsim.workload.readers.base import BadRow, TraceReader, check_hash_ids, open_text, \
+    parse_tokens
 from llmsim.workload.readers.jsonio import iter_records
 from llmsim.workload.sessions import BlockIds
 
@@ -94,6 +95,7 @@ class MooncakeReader(TraceReader):
                         if n != -(-p // B) and n != p // B:
                             raise BadRow("hash_ids", f"{n} ids", f"expected ceil(input_length / "
                                          f"{B}) = {-(-p // B)} ids for input_length {p}")
+                        check_hash_ids(h, "hash_ids")
                     if type(raw_t) not in (int, float) or raw_t != raw_t:
                         raise BadRow("timestamp", raw_t, "timestamp must be a number (ms)")
                     v = raw_t / 1000.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmsim.workload.readers.base import BadRow, TraceReader, parse_tokens
+from llmsim.workload.readers.base import BadRow, TraceReader, check_hash_ids, parse_tokens
 from llmsim.workload.readers.csv_readers import _TIME_SCALE, parse_hash_ids
 
 BATCH_ROWS = 65536
@@ -95,7 +95,8 @@ class ParquetReader(TraceReader):
                     o = parse_tokens(O[i], c["output"])
                     h = None
                     if H is not None and H[i] is not None:
-                        h = H[i] if isinstance(H[i], list) else parse_hash_ids(str(H[i]), c["hash_ids"])
+                        h = check_hash_ids(H[i], c["hash_ids"]) if isinstance(H[i], list) \
+                            else parse_hash_ids(str(H[i]), c["hash_ids"])
                     if T is not None:
                         v = float(T[i])
                         if not np.isfinite(v):
