@@ -58,16 +58,21 @@ def apply_overrides(data: dict, overrides: Sequence[str]
                 f"VALUE is not a valid YAML value ({getattr(exc, 'problem', None) or exc})",
                 where=where, key=key, value=text))
             continue
-        path, err = _assign(data, segs, value)
+        created: list[tuple] = []
+        path, err = _assign(data, segs, value, created)
         if err:
             problems.append(input_problem(err, where=where, key=key))
             continue
+        for p in created:          # a mapping the override made (e.g. a misspelt section)
+            where_of.setdefault(p, where)
         where_of[path] = where
     return data, where_of, problems
 
 
-def _assign(data: dict, segs: tuple[str, ...], value) -> tuple[tuple, str | None]:
-    """Set ``value`` at ``segs`` inside ``data``; returns (typed path, error message or None)."""
+def _assign(data: dict, segs: tuple[str, ...], value, created: list
+            ) -> tuple[tuple, str | None]:
+    """Set ``value`` at ``segs`` inside ``data``; returns (typed path, error message or None).
+    Paths of the mappings it had to create are appended to ``created``."""
     cur = data
     path: list = []
     for i, seg in enumerate(segs):
@@ -79,10 +84,11 @@ def _assign(data: dict, segs: tuple[str, ...], value) -> tuple[tuple, str | None
                 path.append(seg)
                 return tuple(path), None
             nxt = cur.get(seg)
+            path.append(seg)
             if nxt is None:  # missing or null: becomes a new mapping
                 nxt = cur[seg] = {}
+                created.append(tuple(path))
             cur = nxt
-            path.append(seg)
         elif isinstance(cur, list):
             if not seg.isdigit():
                 return (), (f"'{here}' is a list: '{seg}' must be an item index "

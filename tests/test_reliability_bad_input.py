@@ -257,3 +257,46 @@ def test_python_api_rejects_non_data_scenarios():
     from llmsim.scenario import load_scenario
     with pytest.raises(InputError, match="a scenario is a YAML file path or a mapping"):
         load_scenario(42)
+
+
+# ----------------------------------------------------------------------------- odd inputs
+def _fault_trace(tmp_path, content):
+    from llmsim.engine.faults import read_fault_trace
+    p = tmp_path / "f.csv"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return lambda: read_fault_trace(p, ["h"])
+
+
+@pytest.mark.parametrize("content, line, key, text", [
+    ("time_s,pool,cnt\n0.5,h,5\n", 1, "cnt", "unknown column"),        # count 5 was dropped
+    ("time_s,pool,count,count\n0.5,h,1,5\n", 1, "count", "column named twice"),
+    ("time_s,pool,count\n0.5,h,1,7\n", 2, None, "row has 4 fields, the header 3"),
+    ("# c\ntime_s,pool\n\n\n0.5,x\n", 5, "pool", "unknown pool"),     # was blamed on line 2
+    (b"time_s,pool\n0.5,h\xff\n", 2, "trace", "not UTF-8"),            # was a traceback
+])
+def test_fault_trace_odd_files(tmp_path, content, line, key, text):
+    from llmsim.errors import InputError
+    with pytest.raises(InputError) as ei:
+        _fault_trace(tmp_path, content)()
+    [p] = ei.value.problems
+    assert (p.line, p.key) == (line, key) and text in p.message
+
+
+def test_fault_trace_with_a_byte_order_mark_reads(tmp_path):
+    assert _fault_trace(tmp_path, "\ufefftime_s,pool\n0.5,h\n")() == [(0.5, "h", 1)]
+
+
+def test_run_with_a_trace_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(TRACE % "format: azure2023,")
+    (tmp_path / "bad.csv").write_bytes(AZURE_HEADER.encode() + b"2023-11-16 18:15:46.0,3\xff,2\n")
+    rc, out, err = cli(["run", str(tmp_path / "s.yaml"), "--no-progress"], capsys)
+    assert rc == 2 and "Traceback" not in out + err
+    assert f"{tmp_path / 'bad.csv'}:2" in err and "not UTF-8" in err
+
+
+def test_sweep_over_the_seed_is_bad_input(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(BASE)
+    rc, out, err = cli(["sweep", str(tmp_path / "s.yaml"), "--grid", "seed=1,2",
+                        "--no-progress"], capsys)
+    assert rc == 2 and "Traceback" not in out + err     # was a pandas ValueError traceback
+    assert "--seeds" in err

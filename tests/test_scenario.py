@@ -442,3 +442,14 @@ def test_simulation_duration_alone_ends_a_synthetic_workload(tmp_path):
     text = BASE.replace("  num_requests: 100\n", "") + "simulation:\n  duration_s: 60\n"
     sc = load_scenario(write(tmp_path, text))
     assert sc.simulation.duration_s == 60.0 and sc.workload.num_requests is None
+
+
+def test_a_set_that_creates_a_misspelt_section_is_blamed(tmp_path):
+    """The unknown top-level key exists only because of the override: the problem names the
+    --set, not line 1 of the file."""
+    path = write(tmp_path, BASE)
+    with pytest.raises(InputError) as e:
+        load_scenario(path, ["simulaton.duration_s=5"])
+    [p] = problems_of(e)
+    assert p.where == "--set simulaton.duration_s=5" and p.line is None
+    assert "Did you mean 'simulation'" in p.message

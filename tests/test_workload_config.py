@@ -130,3 +130,64 @@ def test_simulation_duration_in_context_ends_synthetic_arrivals():
     assert cfg.num_requests is None and cfg.duration_s is None
     with pytest.raises(ValidationError, match="never end"):
         WorkloadConfig.model_validate(d, context={"simulation_duration_s": None})
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (synth(num_requests="10"), "num_requests"),                  # text is not a number
+    (synth(num_requests=True), "num_requests"),
+    (synth(num_requests=10.0), "num_requests"),
+    (synth(arrival={"process": "poisson", "rate_per_s": "5"}), "rate_per_s"),
+    (synth(arrival={"process": "poisson", "rate_per_s": float("inf")}), "finite"),
+    (synth(duration_s=float("inf")), "finite"),
+    (synth(prompt_tokens={"dist": "lognormal", "mean": float("inf"), "sigma": 1}), "finite"),
+    (synth(prompt_tokens={"dist": "empirical", "values": [1, 2], "weights": [float("inf"), 1]}),
+     "finite"),
+    (synth(arrival={"process": "piecewise", "points": [[0, 1], [float("inf"), 2]]}), "finite"),
+    (synth(sessions={"turns": 2, "think_time_s": float("inf")}), "finite"),
+])
+def test_workload_values_are_strict_and_finite(data, fragment):
+    """As in the rest of the scenario: no text-to-number or bool coercion, no .inf/.nan (they
+    were accepted here and crashed or hung the run)."""
+    assert fragment in err(data)
+
+
+@pytest.mark.parametrize("data", [
+    synth(prompt_tokens={"dist": "uniform", "min": 1, "max": 10 ** 23}),
+    synth(prompt_tokens={"dist": "empirical", "values": [1, 10 ** 23]}),
+    synth(prompt_tokens={"dist": "constant", "value": 2 ** 63}),
+    synth(sessions={"turns": 10 ** 23, "think_time_s": 1}),
+    synth(sessions={"turns": 2, "think_time_s": 1, "shared_prefix_tokens": 10 ** 23}),
+])
+def test_token_settings_are_capped(data):
+    assert "less than or equal to 100000000" in err(data)
+
+
+@pytest.mark.parametrize("cv", [1e-300, 1e300])
+def test_gamma_cv_is_bounded(cv):
+    """cv = 1e-300 divided by zero and 1e300 overflowed while drawing arrivals."""
+    assert "cv" in err(synth(arrival={"process": "gamma", "rate_per_s": 1.0, "cv": cv}))
+
+
+def test_piecewise_points_from_yaml_lists_still_validate():
+    cfg = WorkloadConfig.model_validate(synth(arrival={"process": "piecewise",
+                                                       "points": [[0, 1], [10, 2.5]]}))
+    assert cfg.arrival.points == [(0.0, 1.0), (10.0, 2.5)]
+
+
+def test_unbounded_lengths_stop_at_the_token_cap_and_are_counted():
+    """A lognormal without max and a huge mean drew values past int64 (garbage lengths, then an
+    IndexError); now they are bounded at 100,000,000 and flagged as truncated."""
+    import numpy as np
+
+    from llmsim.workload.items import TRUNC_PROMPT
+    from llmsim.workload.lengths import PairSampler, make_marginal
+    cfg = WorkloadConfig.model_validate(synth(
+        prompt_tokens={"dist": "lognormal", "mean": 1e300, "sigma": 1}))
+    m = make_marginal(cfg.prompt_tokens, Path("."), "prompt_tokens")
+    p, o, flags = PairSampler(m, make_marginal(cfg.output_tokens, Path("."), "o"),
+                              np.random.default_rng(0)).draw(50)
+    assert (p == 100_000_000).all() and (flags & TRUNC_PROMPT).all()
+    e = make_marginal(WorkloadConfig.model_validate(synth(prompt_tokens={
+        "dist": "empirical", "values": [1, 2], "weights": [1e308, 1e308]})).prompt_tokens,
+        Path("."), "p")
+    assert set(e.draw(np.random.default_rng(0), 100)[0].tolist()) == {1, 2}

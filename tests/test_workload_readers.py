@@ -337,3 +337,179 @@ def test_skipped_first_row_does_not_set_the_time_origin(tmp_path):
     out, r = rows(g, "csv", on_bad_row="skip", columns={"arrival": "t", "prompt_tokens": "i",
                                                        "output_tokens": "o", "hash_ids": "h"})
     assert [(it[0], it[3]) for it in out] == [(0.0, [2])]
+
+
+# ------------------------------------------------------------------- odd values (bad-input fuzz)
+MC = '{"timestamp": 0, "input_length": 10, "output_length": 2}\n'
+
+
+@pytest.mark.parametrize("name, text, fmt, key", [
+    ("m.jsonl", MC + '{"timestamp": 1, "input_length": %d, "output_length": 2}\n' % 10 ** 30,
+     "mooncake", "input_length"),
+    ("m.jsonl", MC + '{"timestamp": 1, "input_length": 10, "output_length": %d}\n' % 2 ** 62,
+     "mooncake", "output_length"),
+    ("a.csv", AZ + "2023-11-16 18:15:46.0,10,2\n2023-11-16 18:15:47.0,1e30,2\n", "azure2023",
+     "ContextTokens"),
+    ("s.jsonl", '{"prompt_tokens": 5, "output_tokens": 2}\n'
+                '{"prompt_tokens": 100000001, "output_tokens": 2}\n', "sharegpt", "prompt_tokens"),
+])
+def test_token_counts_above_the_cap_are_bad_rows(tmp_path, name, text, fmt, key):
+    """A count that no model could hold (and that would overflow int64 further on) is a bad row
+    naming file, line and column, not an OverflowError traceback."""
+    p = write(tmp_path, name, text)
+    with pytest.raises(InputError) as ei:
+        rows(p, fmt)
+    pr = one_problem(ei)
+    assert (pr.line, pr.key) == (text.count("\n"), key)      # the last line
+    assert "must be <= 100,000,000" in pr.message
+
+
+def test_parquet_fractional_decimal_and_huge_counts_are_bad_rows(tmp_path):
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cols = {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"t": [0.0, 1.0], "o": [1, 1], "p": pa.array(
+        [decimal.Decimal("10"), decimal.Decimal("10.5")], pa.decimal128(5, 1))}), f)
+    with pytest.raises(InputError) as ei:          # was cut to 10 without a word
+        rows(f, "parquet", columns=cols)
+    pr = one_problem(ei)
+    assert (pr.line, pr.key) == (2, "p") and "not an integer" in pr.message
+    pq.write_table(pa.table({"t": [0.0, 1.0], "o": [1, 1],
+                             "p": pa.array([10, 2 ** 64 - 1], pa.uint64())}), f)
+    with pytest.raises(InputError, match="must be <= 100,000,000"):
+        rows(f, "parquet", columns=cols)
+
+
+@pytest.mark.parametrize("ts", ["Infinity", "-Infinity", str(10 ** 400)])
+def test_mooncake_timestamp_must_be_finite(tmp_path, ts):
+    p = write(tmp_path, "m.jsonl", MC + '{"timestamp": %s, "input_length": 10, '
+              '"output_length": 2}\n' % ts)
+    with pytest.raises(InputError) as ei:
+        rows(p, "mooncake")
+    pr = one_problem(ei)
+    assert (pr.line, pr.key) == (2, "timestamp") and "finite" in pr.message
+
+
+@pytest.mark.parametrize("name, head, fmt", [
+    ("a.csv", AZ + "2023-11-16 18:15:46.0,10,2\n", "azure2023"),
+    ("m.jsonl", MC, "mooncake"),
+    ("m.jsonl", MC, None),
+])
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path, name, head, fmt):
+    p = tmp_path / name
+    p.write_bytes(head.encode() + b"\n" + head.splitlines()[-1].encode() + b"\xff\n")
+    with pytest.raises(InputError) as ei:          # was a UnicodeDecodeError traceback
+        rows(p, fmt)
+    pr = one_problem(ei)
+    assert pr.where == str(p) and "not UTF-8" in pr.message
+    assert pr.line == head.count("\n") + 2
+
+
+def test_json_byte_order_mark_and_text_after_an_array(tmp_path):
+    p = write(tmp_path, "m.jsonl", "\ufeff" + MC)      # allowed, as in the CSV readers
+    assert [it[1] for it in rows(p, "mooncake")[0]] == [10]
+    assert detect_format(p) == "mooncake"
+    s = write(tmp_path, "s.json", '[{"prompt_tokens": 5, "output_tokens": 2}] junk\n')
+    with pytest.raises(InputError, match="text after the end of the JSON array"):
+        rows(s, "sharegpt")
+    m = write(tmp_path, "a.json", '[' + MC.strip() + ', {"timestamp": 1, ')
+    with pytest.raises(InputError) as ei:           # was a ValueError traceback
+        rows(m, "mooncake")
+    assert one_problem(ei).where == str(m)
+
+
+def test_sharegpt_role_must_be_text(tmp_path):
+    p = write(tmp_path, "s.jsonl", json.dumps({"conversations": [
+        {"from": ["human"], "num_tokens": 5}, {"from": "gpt", "num_tokens": 2}]}) + "\n")
+    with pytest.raises(InputError) as ei:           # was TypeError: unhashable type: 'list'
+        rows(p, "sharegpt")
+    assert one_problem(ei).key == "conversations[0].from"
+
+
+def test_csv_extra_fields_and_columns_named_twice(tmp_path):
+    p = write(tmp_path, "a.csv", AZ + "2023-11-16 18:15:46.0,10,2\n2023-11-16 18:15:47.0,12,2,99\n")
+    with pytest.raises(InputError) as ei:          # the 99 was dropped without a word
+        rows(p)
+    pr = one_problem(ei)
+    assert pr.line == 3 and "row has 4 fields, the header 3" in pr.message and pr.value == ["99"]
+    d = write(tmp_path, "d.csv", "TIMESTAMP,ContextTokens,ContextTokens,GeneratedTokens\n"
+              "2023-11-16 18:15:46.0,10,20,2\n")
+    with pytest.raises(InputError, match=r"\['ContextTokens'\] more than once"):
+        rows(d, "azure2023")
+
+
+def test_burstgpt_filters_that_keep_nothing_are_an_error(tmp_path):
+    p = write(tmp_path, "bg.csv", BG + "5,s1,1.0,ChatGPT,100,20,120,Conversation log\n")
+    with pytest.raises(InputError, match=r"every row was filtered out by models \['ChatGTP'\]"):
+        rows(p, "burstgpt", models=["ChatGTP"])
+    with pytest.raises(InputError, match="at least 1 item"):   # [] was read as "no filter"
+        rows(p, "burstgpt", models=[])
+
+
+def test_length_files_bad_json_extra_cells_and_huge_values(tmp_path):
+    from llmsim.workload.readers.columns import read_columns
+    cases = [("a.json", '[{"n": 10}, {"n": ', "not valid JSON"),
+             ("b.csv", "n\n10,99\n", "row has 2 fields, the header 1"),
+             ("c.csv", "n,n\n10,20\n", "more than once"),
+             ("d.csv", "n\n10\n%d\n" % 10 ** 23, "must be <= 100,000,000"),
+             ("e.jsonl", '{"n": 10}\n{"n": \n', "line is not valid JSON")]
+    for name, text, msg in cases:
+        with pytest.raises(InputError, match=msg) as ei:
+            read_columns(write(tmp_path, name, text), ["n"], key="k")
+        assert one_problem(ei).where == str(tmp_path / name)
+    bad = tmp_path / "f.csv"
+    bad.write_bytes(b"n\n10\n2\xff\n")
+    with pytest.raises(InputError, match="not UTF-8") as ei:
+        read_columns(bad, ["n"])
+    assert one_problem(ei).line == 3
+
+
+def test_sharegpt_aliases_that_disagree_are_bad_rows(tmp_path):
+    p = write(tmp_path, "s.jsonl",
+              '{"prompt_tokens": 10, "input_len": 10, "output_tokens": 2}\n'       # agree: fine
+              '{"prompt_tokens": 10, "input_len": 99, "output_tokens": 2}\n'
+              + json.dumps({"conversations": [{"from": "human", "role": "assistant",
+                                               "num_tokens": 5},
+                                              {"from": "gpt", "num_tokens": 2}]}) + "\n")
+    out, r = rows(p, "sharegpt", on_bad_row="skip")
+    assert [it[1] for _, turns in out for it in turns] == [10]
+    ex = r.counts["bad_row_examples"]
+    assert ":2: key 'input_len'" in ex[0] and "different values (10 and 99)" in ex[0]
+    assert ":3: key 'conversations[0].role'" in ex[1] and "disagree" in ex[1]
+
+
+def test_parquet_boolean_or_numeric_times_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    f = tmp_path / "b.parquet"
+    cols = {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}
+    pq.write_table(pa.table({"t": [False, True], "p": [5, 5], "o": [1, 1]}), f)
+    with pytest.raises(InputError) as ei:          # read as 0 s and 1 s before
+        rows(f, "parquet", columns=cols)
+    pr = one_problem(ei)
+    assert (pr.line, pr.key, pr.value) == (1, "t", False)
+    pq.write_table(pa.table({"t": [0.0, 1.0], "p": [5, 5], "o": [1, 1]}), f)
+    with pytest.raises(InputError, match="not an ISO 8601 date-time") as ei:
+        rows(f, "parquet", columns=cols, time_unit="datetime")
+    assert one_problem(ei).value == 0.0            # the value, not None
+
+
+@pytest.mark.parametrize("extra, why", [
+    ({"window": {"start_s": 1000}}, "3 outside the window"),
+    ({"max_prompt_tokens": 1, "cap_mode": "drop"}, "3 dropped over the caps"),
+    ({"on_bad_row": "skip", "sample_fraction": 1e-9}, "3 sampled out"),
+])
+def test_a_trace_that_keeps_no_request_is_an_error(tmp_path, extra, why):
+    """It ran an empty simulation and exited 0; the counts were only in summary.json."""
+    from llmsim.workload import WorkloadConfig, build_workload
+    p = write(tmp_path, "a.csv", AZ + "".join(f"2023-11-16 18:15:4{i}.0,10,2\n" for i in range(3)))
+    cfg = WorkloadConfig.model_validate({"trace": {"path": str(p), "format": "azure2023",
+                                                   **extra}})
+    with pytest.raises(InputError) as ei:
+        list(build_workload(cfg, 0, tmp_path))
+    pr = one_problem(ei)
+    assert pr.where == str(p) and "no request is left of the trace's 3 rows" in pr.message
+    assert why in pr.message

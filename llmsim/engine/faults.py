@@ -46,12 +46,21 @@ def read_fault_trace(path, pool_names, *, where_key: str = "trace") -> list[tupl
     rows = []
     names = list(pool_names)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(input_problem(f"cannot read the fault trace: {exc}", where=str(p),
                                        key=where_key))
-    reader = csv.reader(line for line in text.splitlines() if line.strip()
-                        and not line.lstrip().startswith("#"))
+    except UnicodeDecodeError:
+        from llmsim.workload.readers.base import not_utf8
+        raise not_utf8(p, where_key) from None
+    at = [0]                    # physical line number of the last line the csv reader took
+
+    def lines():
+        for at[0], line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield line
+
+    reader = csv.reader(lines())
     header = next(reader, None)
     if header is None:
         raise InputError(input_problem("the fault trace is empty; expected a header "
@@ -62,15 +71,27 @@ def read_fault_trace(path, pool_names, *, where_key: str = "trace") -> list[tupl
         if col not in header:
             problems.append(input_problem(
                 f"missing column '{col}'; the header must name time_s, pool and optionally "
-                f"count (got {', '.join(header)})", where=str(p), line=1, key=col))
+                f"count (got {', '.join(header)})", where=str(p), line=at[0], key=col))
+    for i, col in enumerate(header):
+        if col not in TRACE_COLUMNS or col in header[:i]:
+            what = "unknown column" if col not in TRACE_COLUMNS else "column named twice"
+            problems.append(input_problem(
+                f"{what}; the header names time_s, pool and optionally count, once each",
+                where=str(p), line=at[0], key=col))
     if problems:
         raise InputError(problems)
     it, ip = header.index("time_s"), header.index("pool")
     ic = header.index("count") if "count" in header else None
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = at[0]
         if not row:
             continue
         cells = [c.strip() for c in row]
+        if len(cells) > len(header):
+            problems.append(input_problem(f"row has {len(cells)} fields, the header "
+                                          f"{len(header)}", where=str(p), line=lineno,
+                                          value=cells[len(header):]))
+            continue
         try:
             t = float(cells[it])
             if not math.isfinite(t) or t < 0:

@@ -17,6 +17,7 @@ from scipy.special import ndtr
 
 from llmsim.errors import InputError, input_problem
 from llmsim.workload import config as C
+from llmsim.workload.readers.base import MAX_TOKENS
 
 _MAX_RESAMPLE_ROUNDS = 200
 
@@ -111,6 +112,7 @@ class Empirical(Marginal):
             order = np.argsort(values, kind="stable")
             self.values = values[order]
             w = np.asarray(weights, dtype=np.float64)[order]
+            w = w / w.max()                  # 1e308-sized weights must not overflow the sum
             self.cum = np.cumsum(w) / w.sum()
 
     def from_normal(self, z):
@@ -124,7 +126,8 @@ class Empirical(Marginal):
 
 def make_marginal(cfg, base_dir: Path, key: str) -> Marginal:
     """Marginal for a ``LengthDist`` config; ``key`` names it in error messages."""
-    hi = lambda c: math.inf if c.max is None else c.max  # noqa: E731
+    # no max: draws above MAX_TOKENS (a trace row's limit) are bounded there, and counted
+    hi = lambda c: MAX_TOKENS if c.max is None else c.max  # noqa: E731
     if isinstance(cfg, C.ConstantLength):
         return Constant(cfg.value)
     if isinstance(cfg, C.UniformLength):

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from llmsim.errors import InputError, input_problem
 from llmsim.workload import config as C
 from llmsim.workload import transforms as T
 from llmsim.workload.arrivals import CHUNK, arrival_chunks, iter_times
@@ -175,6 +176,23 @@ def trace_items(tc, path: Path, on_bad_row: str, counts: dict, rng_sample_seed,
     """Items of a trace source (``tc``: a concrete-format trace config). ``rng_sample_seed`` is a
     SeedSequence so the rate pre-pass can repeat the same sampling."""
     reader = open_reader(tc, path, on_bad_row, counts)
+    items = _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arrival,
+                         rng_think)
+    first = next(items, None)
+    if first is not None:
+        yield first
+        yield from items                     # (delegated: no Python step per item)
+    else:       # read to the end and nothing kept: say why rather than run an empty simulation
+        why = [f"{counts[k]} {what}" for k, what in (
+            ("skipped_bad_rows", "bad rows skipped"), ("outside_window_rows", "outside the window"),
+            ("sampled_out_rows", "sampled out"), ("dropped_over_cap_rows", "dropped over the caps"))
+            if counts.get(k)]
+        raise InputError(input_problem(
+            f"no request is left of the trace's {counts['rows_read']} rows"
+            + (f" ({', '.join(why)})" if why else ""), where=str(path)))
+
+
+def _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arrival, rng_think):
     B = reader.hash_block_tokens
     if reader.yields_sessions:
         yield from _trace_sessions(tc, reader, counts, rng_sample_seed, rng_arrival, rng_think)

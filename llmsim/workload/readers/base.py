@@ -17,8 +17,15 @@ import io
 from pathlib import Path
 
 from llmsim.errors import InputError, input_problem
+from llmsim.workload.readers.jsonio import JSONArrayError
 
 MAX_BAD_ROW_EXAMPLES = 5
+
+#: largest token count a trace row or a length file may hold: 100 times the longest context of
+#: any model card, and small enough that no count or ``hash_ids`` list built from it can overflow
+MAX_TOKENS = 100_000_000
+
+_END = object()
 
 COUNTER_KEYS = ("rows_read", "skipped_bad_rows", "filtered_rows", "failed_rows")
 
@@ -37,9 +44,16 @@ class BadRow(Exception):
         self.column, self.value, self.message = column, value, message
 
 
-def check_hash_ids(ids: list, column: str) -> list:
+def check_hash_ids(ids: list, column: str, prompt: int | None = None, block: int = 0) -> list:
     """``ids`` when every id is an integer, else BadRow naming ``column``: a float would be cut
-    to an integer and a string or a list taken for a different prefix, without a word."""
+    to an integer and a string or a list taken for a different prefix, without a word. With
+    ``prompt`` and ``block`` the list must hold ceil(prompt / block) ids (or floor: full blocks
+    only)."""
+    if prompt is not None and block:
+        n, want = len(ids), -(-prompt // block)
+        if n != want and n != prompt // block:
+            raise BadRow(column, f"{n} ids", f"expected ceil(prompt tokens / {block}) = {want} "
+                         f"ids for a prompt of {prompt} tokens")
     if set(map(type, ids)) - {int}:
         bad = next(x for x in ids if type(x) is not int)
         raise BadRow(column, bad, "hash ids must be integers")
@@ -64,9 +78,28 @@ def open_text(path: Path):
     return open(path, "r", encoding="utf-8", newline="")
 
 
+def not_utf8(path: Path, key: str | None = None) -> InputError:
+    """InputError naming the first line of ``path`` that is not UTF-8 (for a UnicodeDecodeError
+    raised while reading it as text; the error path only, so it reads the file again)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    line = None
+    with opener(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = i
+                bad = raw[exc.start:exc.end]
+                break
+    msg = "file is not UTF-8 text (a binary file, or another encoding: convert it to UTF-8)" \
+        + (f"; undecodable byte(s) {bad!r}" if line else "")
+    return InputError(input_problem(msg, where=str(path), line=line, key=key))
+
+
 def parse_tokens(value, column: str, allow_zero: bool = False) -> int:
     """A token count: an integer (``12``, ``"12"``, ``12.0`` or ``"12.0"``) >= 1 (>= 0 with
-    ``allow_zero``); anything else raises :class:`BadRow`."""
+    ``allow_zero``) and <= :data:`MAX_TOKENS`; anything else raises :class:`BadRow`."""
     if isinstance(value, bool) or value is None:
         raise BadRow(column, value, "token count is missing or not an integer")
     if isinstance(value, int):
@@ -74,7 +107,7 @@ def parse_tokens(value, column: str, allow_zero: bool = False) -> int:
     else:
         try:
             n = int(value)
-            if isinstance(value, float) and n != value:
+            if not isinstance(value, str) and n != value:   # 12.5, Decimal('12.5'): not cut
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
             try:
@@ -84,6 +117,8 @@ def parse_tokens(value, column: str, allow_zero: bool = False) -> int:
             if not f.is_integer():
                 raise BadRow(column, value, "token count is not an integer")
             n = int(f)
+    if n > MAX_TOKENS:
+        raise BadRow(column, value, f"token count must be <= {MAX_TOKENS:,}")
     if n < 1 and not (allow_zero and n == 0):
         raise BadRow(column, value, "token count must be >= 1" if not allow_zero
                      else "token count must be >= 0")
@@ -110,17 +145,37 @@ class TraceReader:
         """Cheap validation without reading all rows: file exists, is not empty, the header
         (or first record) has this format's columns. Raises InputError."""
         check_file(self.path)
-        self._check_header()
+        try:
+            self._check_header()
+        except UnicodeDecodeError:
+            raise not_utf8(self.path) from None
+        except JSONArrayError as exc:
+            raise InputError(input_problem(str(exc), where=self.where)) from None
 
     def __iter__(self):
         check_file(self.path)
         return self._guarded()
 
     def _guarded(self):
-        n0 = self.counts["rows_read"]
-        yield from self._rows()
+        n0, f0 = self.counts["rows_read"], self.counts["filtered_rows"]
+        try:
+            rows = self._rows()
+            first = next(rows, _END)
+            kept = first is not _END
+            if kept:
+                yield first
+                yield from rows              # (delegated: no Python step per row)
+        except UnicodeDecodeError:
+            raise not_utf8(self.path) from None
+        except JSONArrayError as exc:
+            raise InputError(input_problem(str(exc), where=self.where)) from None
         if self.counts["rows_read"] == n0:
             raise InputError(input_problem("trace file has no data rows", where=self.where))
+        if not kept and self.counts["filtered_rows"] > f0:
+            raise InputError(input_problem(self.filtered_out_message(), where=self.where))
+
+    def filtered_out_message(self) -> str:
+        return "every row was filtered out"
 
     # -- helpers for subclasses ------------------------------------------------------------
     def bad(self, line: int | None, exc: BadRow) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from llmsim.errors import InputError, input_problem
-from llmsim.workload.readers.base import BadRow, check_file, open_text, parse_tokens
+from llmsim.workload.readers.base import BadRow, check_file, not_utf8, open_text, parse_tokens
 from llmsim.workload.readers.jsonio import first_char, iter_records
 
 
@@ -46,40 +46,62 @@ def read_columns(path: Path, columns: list[str], key: str | None = None) -> list
                         fail(row + i + 1, exc)
             row += batch.num_rows
     else:
-        with open_text(path) as f:
-            ch = first_char(f)
-            if ch in ("[", "{"):
-                for line, obj in iter_records(f):
-                    if isinstance(obj, Exception) or not isinstance(obj, dict):
-                        fail(line, BadRow(None, None, "record is not a JSON object"))
-                    for j, c in enumerate(columns):
-                        try:
-                            if c not in obj:
-                                raise BadRow(c, None, "missing key")
-                            out[j].append(parse_tokens(obj[c], c))
-                        except BadRow as exc:
-                            fail(line, exc)
-            else:
-                rd = csv.reader(f)
-                header = [h.strip().lstrip("\ufeff") for h in next(rd, [])]
-                missing = [c for c in columns if c not in header]
-                if missing:
-                    raise InputError(input_problem(f"header lacks column(s) {missing}", where=where,
-                                                   line=1, key=key, value=header))
-                idx = [header.index(c) for c in columns]
-                for row in rd:
-                    if not row:
-                        continue
-                    for j, c in enumerate(columns):
-                        try:
-                            if idx[j] >= len(row):
-                                raise BadRow(c, None, "missing column")
-                            out[j].append(parse_tokens(row[idx[j]], c))
-                        except BadRow as exc:
-                            fail(rd.line_num, exc)
+        try:
+            _read_text_columns(path, columns, key, out, fail)
+        except UnicodeDecodeError:
+            raise not_utf8(path, key) from None
+        except ValueError as exc:        # a broken JSON array (cannot resynchronise)
+            raise InputError(input_problem(f"not valid JSON ({exc})", where=where, key=key)) \
+                from None
     if len(out[0]) == 0:
         raise InputError(input_problem("file has no data rows", where=where, key=key))
     return [np.frombuffer(a, dtype=np.int64).copy() for a in out]
+
+
+def _read_text_columns(path: Path, columns: list[str], key, out, fail) -> None:
+    """The CSV / JSON part of :func:`read_columns`."""
+    where = str(path)
+    with open_text(path) as f:
+        ch = first_char(f)
+        if ch in ("[", "{"):
+            for line, obj in iter_records(f):
+                if isinstance(obj, Exception):
+                    fail(line, BadRow(None, None, f"line is not valid JSON ({obj})"))
+                if not isinstance(obj, dict):
+                    fail(line, BadRow(None, obj, "record is not a JSON object"))
+                for j, c in enumerate(columns):
+                    try:
+                        if c not in obj:
+                            raise BadRow(c, None, "missing key")
+                        out[j].append(parse_tokens(obj[c], c))
+                    except BadRow as exc:
+                        fail(line, exc)
+        else:
+            rd = csv.reader(f)
+            header = [h.strip().lstrip("\ufeff") for h in next(rd, [])]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise InputError(input_problem(f"header lacks column(s) {missing}", where=where,
+                                               line=1, key=key, value=header))
+            twice = [c for c in columns if header.count(c) > 1]
+            if twice:
+                raise InputError(input_problem(
+                    f"header names column(s) {twice} more than once; which one holds the "
+                    "values is ambiguous", where=where, line=1, key=key, value=header))
+            idx = [header.index(c) for c in columns]
+            for row in rd:
+                if not row:
+                    continue
+                if len(row) > len(header):
+                    fail(rd.line_num, BadRow(None, row[len(header):], f"row has {len(row)} "
+                                             f"fields, the header {len(header)}"))
+                for j, c in enumerate(columns):
+                    try:
+                        if idx[j] >= len(row):
+                            raise BadRow(c, None, "missing column")
+                        out[j].append(parse_tokens(row[idx[j]], c))
+                    except BadRow as exc:
+                        fail(rd.line_num, exc)
 
 
 def check_columns(path: Path, columns: list[str], key: str | None = None) -> None:
@@ -95,18 +117,26 @@ def check_columns(path: Path, columns: list[str], key: str | None = None) -> Non
         except Exception as exc:
             raise InputError(input_problem(f"not a Parquet file ({exc})", where=where)) from None
     else:
-        with open_text(path) as f:
-            if first_char(f) in ("[", "{"):
-                names = []
-                try:
-                    for _, obj in iter_records(f):
-                        names = list(obj) if isinstance(obj, dict) else []
-                        break
-                except ValueError as exc:
-                    raise InputError(input_problem(f"not valid JSON ({exc})", where=where)) from None
-            else:
-                names = [h.strip().lstrip("\ufeff") for h in next(csv.reader(f), [])]
+        try:
+            names = _text_names(path)
+        except UnicodeDecodeError:
+            raise not_utf8(path, key) from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise InputError(input_problem(f"file lacks column(s) {missing}", where=where, line=1,
                                        key=key, value=names))
+
+
+def _text_names(path: Path) -> list[str]:
+    """Column names of a CSV header or of the first JSON record."""
+    with open_text(path) as f:
+        if first_char(f) not in ("[", "{"):
+            return [h.strip().lstrip("\ufeff") for h in next(csv.reader(f), [])]
+        try:
+            for _, obj in iter_records(f):
+                return list(obj) if isinstance(obj, dict) else []
+        except UnicodeDecodeError:
+            raise
+        except ValueError as exc:
+            raise InputError(input_problem(f"not valid JSON ({exc})", where=str(path))) from None
+    return []

@@ -17,8 +17,8 @@ import csv
 import json
 from datetime import datetime
 
-from llmsim.workload.readers.base import BadRow, TraceReader, check_hash_ids, open_text, \
-    parse_tokens
+from llmsim.workload.readers.base import MAX_TOKENS, BadRow, TraceReader, check_hash_ids, \
+    open_text, parse_tokens
 
 _TIME_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
@@ -82,6 +82,11 @@ class CsvReader(TraceReader):
         if missing:
             raise self.header_error(
                 f"header lacks column(s) {missing} needed by format '{self.format}'", value=header)
+        twice = [c for c in self.required_columns() if header.count(c) > 1]
+        if twice:
+            raise self.header_error(f"header names column(s) {twice} more than once; which one "
+                                    "holds the values is ambiguous", value=header)
+        self._width = len(header)
         return index
 
     def _check_header(self) -> None:
@@ -114,6 +119,7 @@ class CsvReader(TraceReader):
             i_s = index[c["session"]] if c["session"] else None
             i_h = index[c["hash_ids"]] if c["hash_ids"] else None
             need = max(i for i in (i_t, i_p, i_o, i_s, i_h) if i is not None) + 1
+            width = self._width
             iso = self.time_unit == "datetime"
             scale = _TIME_SCALE.get(self.time_unit, 1.0)
             fromiso = datetime.fromisoformat
@@ -133,16 +139,16 @@ class CsvReader(TraceReader):
                     continue       # blank line
                 counts["rows_read"] += 1
                 try:
-                    if len(row) < need:
-                        raise BadRow(self._missing(row, index), None,
-                                     f"row has {len(row)} fields, the header {len(index)}")
+                    if len(row) != width:
+                        raise BadRow(self._missing(row, index), None if len(row) < need else
+                                     row[width:], f"row has {len(row)} fields, the header {width}")
                     if not simple and not self._filter(row):
                         counts["filtered_rows"] += 1
                         continue
                     # fast path: plain integers
                     try:
                         p = int(row[i_p])
-                        if p < 1:
+                        if p < 1 or p > MAX_TOKENS:
                             raise ValueError
                     except ValueError:
                         p = parse_tokens(row[i_p], c["prompt"])
@@ -155,7 +161,7 @@ class CsvReader(TraceReader):
                         extra = None
                         try:
                             o = int(row[i_o])
-                            if o < 1:
+                            if o < 1 or o > MAX_TOKENS:
                                 raise ValueError
                         except ValueError:
                             o = parse_tokens(row[i_o], c["output"])
@@ -238,6 +244,12 @@ class BurstGPTReader(CsvReader):
         if "Session ID" in index:
             self.cols["session"] = "Session ID"
         return index
+
+    def filtered_out_message(self) -> str:
+        kept = [f"{k} {sorted(v)}" for k, v in (("models", self.models),
+                                                  ("log_types", self.log_types)) if v]
+        return (f"every row was filtered out by {' and '.join(kept)}; check the spelling "
+                "against the file's 'Model' / 'Log Type' values")
 
     def _filter(self, row) -> bool:
         if self.models is not None and row[self._i_model] not in self.models:

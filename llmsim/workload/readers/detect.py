@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 
 from llmsim.errors import InputError, input_problem
-from llmsim.workload.readers.base import check_file, open_text
+from llmsim.workload.readers.base import check_file, not_utf8, open_text
 from llmsim.workload.readers.csv_readers import AZURE_COLUMNS, BURSTGPT_COLUMNS
 from llmsim.workload.readers.json_readers import LIST_KEYS, PROMPT_KEYS
 from llmsim.workload.readers.jsonio import first_char, iter_records
@@ -48,7 +48,7 @@ def detect_format(path: Path) -> str:
             header = [h.strip().lstrip("\ufeff") for h in next(rd, [])]
             first = next(rd, None)
     except UnicodeDecodeError:
-        raise _fail(path, "not a text trace (binary file?); known formats: " + KNOWN) from None
+        raise not_utf8(path) from None
     except csv.Error as exc:
         raise _fail(path, f"not a CSV or JSON trace ({exc})") from None
     hs = set(header)

@@ -26,8 +26,10 @@ record's index). ``turns: first`` keeps each conversation's first exchange only.
 """
 from __future__ import annotations
 
-from llmsim.workload.readers.base import BadRow, TraceReader, check_hash_ids, open_text, \
-    parse_tokens
+import math
+
+from llmsim.workload.readers.base import MAX_TOKENS, BadRow, TraceReader, check_hash_ids, \
+    open_text, parse_tokens
 from llmsim.workload.readers.jsonio import iter_records
 from llmsim.workload.sessions import BlockIds
 
@@ -83,22 +85,23 @@ class MooncakeReader(TraceReader):
                         o = obj["output_length"]
                     except KeyError as exc:
                         raise BadRow(exc.args[0], None, "missing key") from None
-                    if type(p) is not int or p < 1:
+                    if type(p) is not int or p < 1 or p > MAX_TOKENS:
                         p = parse_tokens(p, "input_length")
-                    if type(o) is not int or o < 1:
+                    if type(o) is not int or o < 1 or o > MAX_TOKENS:
                         o = parse_tokens(o, "output_length")
                     h = obj.get("hash_ids")
                     if h is not None:
                         if type(h) is not list:
                             raise BadRow("hash_ids", h, "hash_ids must be a list")
-                        n = len(h)
-                        if n != -(-p // B) and n != p // B:
-                            raise BadRow("hash_ids", f"{n} ids", f"expected ceil(input_length / "
-                                         f"{B}) = {-(-p // B)} ids for input_length {p}")
-                        check_hash_ids(h, "hash_ids")
-                    if type(raw_t) not in (int, float) or raw_t != raw_t:
+                        check_hash_ids(h, "hash_ids", p, B)
+                    if type(raw_t) not in (int, float):
                         raise BadRow("timestamp", raw_t, "timestamp must be a number (ms)")
-                    v = raw_t / 1000.0
+                    try:
+                        v = raw_t / 1000.0
+                    except OverflowError:
+                        v = math.inf
+                    if not math.isfinite(v):
+                        raise BadRow("timestamp", raw_t, "timestamp must be a finite number (ms)")
                     if t0 is None:
                         t0 = v
                     t = v - t0
@@ -117,6 +120,18 @@ def _first_key(d: dict, keys):
         if k in d:
             return k
     return None
+
+
+def _count_key(d: dict, keys, where: str = ""):
+    """``_first_key``; BadRow when another of ``keys`` (aliases) holds a different value: one
+    of the two would be dropped without a word."""
+    k = _first_key(d, keys)
+    if k is not None:
+        for other in keys[keys.index(k) + 1:]:
+            if other in d and d[other] != d[k]:
+                raise BadRow(f"{where}{other}", d[other], f"'{k}' and '{other}' both give this "
+                             f"count, with different values ({d[k]!r} and {d[other]!r})")
+    return k
 
 
 class ShareGPTReader(TraceReader):
@@ -153,7 +168,7 @@ class ShareGPTReader(TraceReader):
 
     # ----------------------------------------------------------------------------------
     def _count(self, msg: dict, where: str) -> int:
-        k = _first_key(msg, COUNT_KEYS)
+        k = _count_key(msg, COUNT_KEYS, f"{where}.")
         if k is not None:
             return parse_tokens(msg[k], f"{where}.{k}", allow_zero=True)
         tk = _first_key(msg, TEXT_KEYS)
@@ -170,9 +185,9 @@ class ShareGPTReader(TraceReader):
 
     def _exchanges(self, obj: dict) -> list[tuple[int, int, int]]:
         """[(history_tokens, new_user_tokens, output_tokens), ...] of one record."""
-        pk = _first_key(obj, PROMPT_KEYS)
+        pk = _count_key(obj, PROMPT_KEYS)
         if pk is not None:
-            ok = _first_key(obj, OUTPUT_KEYS)
+            ok = _count_key(obj, OUTPUT_KEYS)
             if ok is None:
                 raise BadRow(OUTPUT_KEYS[0], None, f"record has '{pk}' but no output token count")
             return [(0, parse_tokens(obj[pk], pk), parse_tokens(obj[ok], ok))]
@@ -190,9 +205,9 @@ class ShareGPTReader(TraceReader):
             where = f"{lk}[{i}]"
             if not isinstance(m, dict):
                 raise BadRow(where, m, "conversation entries must be objects")
-            tpk = _first_key(m, PROMPT_KEYS)
+            tpk = _count_key(m, PROMPT_KEYS, f"{where}.")
             if tpk is not None:            # turn-style entry
-                tok = _first_key(m, OUTPUT_KEYS)
+                tok = _count_key(m, OUTPUT_KEYS, f"{where}.")
                 if tok is None:
                     raise BadRow(where, None, "turn has a prompt token count but no output count")
                 u = parse_tokens(m[tpk], f"{where}.{tpk}")
@@ -201,6 +216,12 @@ class ShareGPTReader(TraceReader):
                 hist += u + o
                 continue
             role = m.get("from", m.get("role"))
+            if "from" in m and "role" in m and m["role"] != role:
+                raise BadRow(f"{where}.role", m["role"], f"'from' and 'role' disagree "
+                             f"({role!r} and {m['role']!r})")
+            if not isinstance(role, str):
+                raise BadRow(f"{where}.from", role, "role must be a string (human/user, "
+                             "gpt/assistant, system)")
             n = self._count(m, where)
             if role in SYSTEM_ROLES:
                 hist += n

@@ -16,6 +16,10 @@ _WS = " \t\r\n"
 _PIECE = 1 << 16
 
 
+class JSONArrayError(ValueError):
+    """A top-level JSON array that does not parse (no record can be skipped past it)."""
+
+
 def first_char(f) -> str:
     """First non-blank character of a text file ('' if blank); rewinds the handle."""
     while True:
@@ -33,6 +37,8 @@ def first_char(f) -> str:
 
 def iter_jsonl(f) -> Iterator[tuple[int, object]]:
     for lineno, line in enumerate(f, 1):
+        if lineno == 1:
+            line = line.lstrip("\ufeff")     # a byte-order mark, as the CSV readers allow
         if not line.strip():
             continue
         try:
@@ -46,7 +52,7 @@ def iter_json_array(f) -> Iterator[tuple[int, object]]:
     buf = f.read(_PIECE).lstrip(_WS + "\ufeff")
     line = 1
     if not buf.startswith("["):
-        raise ValueError("expected a JSON array")
+        raise JSONArrayError("expected a JSON array")
     pos = 1
     eof = False
     expect_value = True     # after '[' or ','
@@ -62,18 +68,24 @@ def iter_json_array(f) -> Iterator[tuple[int, object]]:
             buf, pos = f.read(_PIECE), 0
             eof = not buf
         if pos >= len(buf):
-            raise ValueError(f"JSON array not closed (line {line})")
+            raise JSONArrayError(f"JSON array not closed (line {line})")
         ch = buf[pos]
         if ch == "]":
-            return
+            rest = buf[pos + 1:]
+            while not rest.strip(_WS):
+                rest = f.read(_PIECE)
+                if not rest:
+                    return
+            raise JSONArrayError(f"text after the end of the JSON array (line {line}): "
+                                 f"{rest.strip(_WS)[:40]!r}")
         if ch == ",":
             if expect_value:
-                raise ValueError(f"unexpected ',' in JSON array (line {line})")
+                raise JSONArrayError(f"unexpected ',' in JSON array (line {line})")
             pos += 1
             expect_value = True
             continue
         if not expect_value:
-            raise ValueError(f"expected ',' or ']' in JSON array (line {line})")
+            raise JSONArrayError(f"expected ',' or ']' in JSON array (line {line})")
         while True:
             try:
                 obj, end = _DEC.raw_decode(buf, pos)
@@ -82,7 +94,8 @@ def iter_json_array(f) -> Iterator[tuple[int, object]]:
                 break
             except ValueError:
                 if eof:
-                    raise ValueError(f"invalid JSON in array element starting at line {line}") from None
+                    raise JSONArrayError(f"invalid JSON in array element starting at line "
+                                         f"{line}") from None
                 more = f.read(_PIECE)
                 if not more:
                     eof = True

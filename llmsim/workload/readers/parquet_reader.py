@@ -44,14 +44,16 @@ class ParquetReader(TraceReader):
         if pf.metadata.num_rows == 0:
             raise self.header_error("Parquet file has no rows")
 
-    def _times(self, col) -> tuple[np.ndarray, np.ndarray]:
-        """(seconds as float64 with NaN for unusable, raw values for messages)."""
+    def _times(self, col) -> tuple[np.ndarray, object]:
+        """(seconds as float64 with NaN for unusable, the column: raw values for messages)."""
         import pyarrow as pa
         import pyarrow.compute as pc
+        if pa.types.is_boolean(col.type):              # true/false is no time
+            return np.full(len(col), np.nan), col
         if pa.types.is_timestamp(col.type):
             ns = pc.cast(col, pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64())
             arr = ns.to_numpy(zero_copy_only=False).astype(np.float64) * 1e-9
-            return np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan, arr), None
+            return np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan, arr), col
         if self.time_unit == "datetime":
             from datetime import datetime, timezone
             vals = col.to_pylist()
@@ -64,13 +66,13 @@ class ParquetReader(TraceReader):
                     out[i] = d.timestamp()
                 except (TypeError, ValueError):
                     out[i] = np.nan
-            return out, vals
+            return out, col
         try:
             arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             vals = col.to_pylist()
             arr = np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in vals])
-        return arr * _TIME_SCALE[self.time_unit], None
+        return arr * _TIME_SCALE[self.time_unit], col
 
     def _rows(self):
         pf = _open(self.path, self.where)
@@ -85,7 +87,7 @@ class ParquetReader(TraceReader):
             get = lambda name: batch.column(batch.schema.get_field_index(name))  # noqa: E731
             P = get(c["prompt"]).to_pylist()
             O = get(c["output"]).to_pylist()
-            T = self._times(get(c["arrival"]))[0] if c["arrival"] else None
+            T, T_raw = self._times(get(c["arrival"])) if c["arrival"] else (None, None)
             S = get(c["session"]).to_pylist() if c["session"] else None
             H = get(c["hash_ids"]).to_pylist() if c["hash_ids"] else None
             for i in range(n):
@@ -100,7 +102,10 @@ class ParquetReader(TraceReader):
                     if T is not None:
                         v = float(T[i])
                         if not np.isfinite(v):
-                            raise BadRow(c["arrival"], None, "timestamp is missing or not a number")
+                            raise BadRow(c["arrival"], T_raw[i].as_py(),
+                                         "timestamp is missing or not "
+                                         + ("a finite number" if self.time_unit != "datetime"
+                                            else "an ISO 8601 date-time"))
                         if t0 is None:
                             t0 = v
                         t = v - t0
