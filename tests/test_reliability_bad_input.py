@@ -300,3 +300,26 @@ def test_sweep_over_the_seed_is_bad_input(tmp_path, capsys):
                         "--no-progress"], capsys)
     assert rc == 2 and "Traceback" not in out + err     # was a pandas ValueError traceback
     assert "--seeds" in err
+
+
+@pytest.mark.parametrize("how", ["tiny interval", "trace gap"])
+def test_a_timeline_that_would_fill_memory_is_bad_input(how, tmp_path, capsys, monkeypatch):
+    # the timeline keeps one row per replica per interval, idle gaps included: a 1e-9 s
+    # interval, or a trace whose second request comes 3e4 years after the first, used to hang
+    # the run or exhaust memory. Here at a 1,000-row limit (1M in use), so that without the
+    # check the run ends (and the test fails) instead of hanging
+    import llmsim.engine.replica as replica
+    monkeypatch.setattr(replica, "MAX_TIMELINE_CATCH_UP", 1000)
+    if how == "tiny interval":
+        (tmp_path / "s.yaml").write_text(BASE)
+        args = ["--set", "simulation.timeline_interval_s=1e-5", "--set", "workload.num_requests=5"]
+    else:
+        (tmp_path / "s.yaml").write_text(TRACE.replace("bad.csv", "t.jsonl") % "format: mooncake,")
+        (tmp_path / "t.jsonl").write_text(
+            '{"timestamp": 0, "input_length": 100, "output_length": 5}\n'
+            '{"timestamp": 5000000, "input_length": 100, "output_length": 5}\n')
+        args = []
+    rc, out, err = cli(["run", str(tmp_path / "s.yaml"), "--no-progress", *args], capsys)
+    assert rc == 2 and "Traceback" not in out + err
+    assert "key 'simulation.timeline_interval_s'" in err and "raise timeline_interval_s" in err
+    assert "more than 1,000" in err

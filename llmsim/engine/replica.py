@@ -33,10 +33,14 @@ from collections import deque
 
 import simpy
 
+from llmsim.errors import InputError, input_problem
 from llmsim.workload.request import FINISHED
 
 KILL = "replica lost"     # interrupt cause that stops an engine process
 INF = float("inf")
+#: most timeline rows one replica may add at once (an idle gap, or a tiny interval): beyond it
+#: the run stops with an input error instead of filling memory (1M rows cover 116 days at 10 s)
+MAX_TIMELINE_CATCH_UP = 1_000_000
 
 
 class VirtualEngine:
@@ -256,6 +260,14 @@ class Replica:
         interval = self.timeline_interval_s
         if now < self._next_sample_s:
             return
+        n = (now - self._next_sample_s) // interval + 1
+        if n > MAX_TIMELINE_CATCH_UP:
+            raise InputError(input_problem(
+                f"the timeline would need {n:,.0f} rows for {self.name} at once, to cover "
+                f"{now - self._next_sample_s:,.6g} s of simulated time at {interval:g} s per row "
+                f"(more than {MAX_TIMELINE_CATCH_UP:,}): raise timeline_interval_s, or check "
+                "the trace's timestamps, time unit and speedup",
+                key="simulation.timeline_interval_s", value=interval))
         nw = sum(e.scheduler.num_waiting for e in self.engines)
         nr = sum(e.scheduler.num_running for e in self.engines)
         row = (self.pool, self.index, nw, nr, self.kv_usage, self.num_finished, self.tokens_out)
