@@ -212,6 +212,11 @@ def sweep(scenario, grid=None, *, seeds: int | Sequence[int] = 1, overrides: Seq
     points = normalize_grid(grid)
     grid_keys = list(dict.fromkeys(k for p in points for k in p))
     base, prepared = prepare_points(scenario, points, overrides)
+    if "seed" in grid_keys:   # the runs table has a 'seed' column of its own (one per seed run)
+        raise InputError(input_problem(
+            "the seed cannot be a grid key: each point runs `seeds` seeds derived from the "
+            "scenario's seed (--seeds N); change that with --set seed=S", where="--grid",
+            key="seed"))
     if all(p.error for p in prepared):
         raise InputError(input_problem(
             "no grid point is a valid scenario; first error: " + prepared[0].error,

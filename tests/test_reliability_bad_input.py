@@ -323,3 +323,11 @@ def test_a_timeline_that_would_fill_memory_is_bad_input(how, tmp_path, capsys, m
     assert rc == 2 and "Traceback" not in out + err
     assert "key 'simulation.timeline_interval_s'" in err and "raise timeline_interval_s" in err
     assert "more than 1,000" in err
+
+
+def test_sweep_api_over_the_seed_is_bad_input(tmp_path):
+    from llmsim import sweep
+    from llmsim.errors import InputError
+    (tmp_path / "s.yaml").write_text(BASE)
+    with pytest.raises(InputError, match="the seed cannot be a grid key"):
+        sweep(str(tmp_path / "s.yaml"), {"seed": [1, 2]})

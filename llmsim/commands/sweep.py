@@ -80,12 +80,6 @@ def run(args) -> int:
         raise InputError(input_problem("give at least one --grid KEY=V1,V2,...",
                                        where="--grid"))
     grid = parse_grid_args(args.grid)
-    if "seed" in grid:   # the runs table has a 'seed' column of its own (one per --seeds run)
-        from llmsim.scenario import load_scenario
-        load_scenario(args.scenario, args.overrides)    # a missing or bad file is said first
-        raise InputError(input_problem(
-            "the seed cannot be a grid key: each point runs --seeds N seeds derived from the "
-            "scenario's seed; change that with --set seed=S", where="--grid", key="seed"))
     progress = False if args.no_progress else None
     res = sweep(args.scenario, grid, seeds=seeds, overrides=args.overrides,
                 backend=args.backend, address=args.address, jobs=jobs, progress=progress,
