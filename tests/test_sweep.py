@@ -233,11 +233,11 @@ def test_sweep_input_errors():
     with pytest.raises(InputError, match="no grid point is a valid scenario"):
         sweep(QUICK, {"cluster.pools.0.replicas": [0, -1]}, overrides=SMALL, jobs=1)
     with pytest.raises(InputError, match="unknown backend"):
-        sweep(QUICK, {"seed": [1]}, overrides=SMALL, backend="rey")
+        sweep(QUICK, {"cluster.pools.0.replicas": [1]}, overrides=SMALL, backend="rey")
     with pytest.raises(InputError, match="number of runs"):
-        sweep(QUICK, {"seed": [1]}, overrides=SMALL, seeds=["a"], jobs=1)
+        sweep(QUICK, {"cluster.pools.0.replicas": [1]}, overrides=SMALL, seeds=["a"], jobs=1)
     with pytest.raises(InputError, match="--jobs"):
-        sweep(QUICK, {"seed": [1]}, overrides=SMALL, jobs=0)
+        sweep(QUICK, {"cluster.pools.0.replicas": [1]}, overrides=SMALL, jobs=0)
 
 
 def test_explicit_seeds_keep_results_and_save(tmp_path):
