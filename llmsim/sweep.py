@@ -129,7 +129,8 @@ def prepare_points(scenario, points: Sequence[Mapping], overrides: Sequence[str]
         try:
             ov = point_overrides(pt)
         except (TypeError, ValueError) as exc:
-            pp.error = f"{where}: cannot use this value ({exc})"
+            why = "not a finite number" if "Out of range float" in str(exc) else str(exc)
+            pp.error = f"{where}: cannot use the value of {pp.label} ({why})"
             prepared.append(pp)
             continue
         try:

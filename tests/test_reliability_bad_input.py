@@ -331,3 +331,11 @@ def test_sweep_api_over_the_seed_is_bad_input(tmp_path):
     (tmp_path / "s.yaml").write_text(BASE)
     with pytest.raises(InputError, match="the seed cannot be a grid key"):
         sweep(str(tmp_path / "s.yaml"), {"seed": [1, 2]})
+
+
+def test_a_sweep_point_with_a_nan_value_says_so(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(BASE)
+    rc, out, err = cli(["sweep", str(tmp_path / "s.yaml"), "--grid",
+                        "workload.arrival.rate_per_s=.nan,5", "--no-progress"], capsys)
+    assert rc == 0 and "Traceback" not in out + err     # a sweep survives a failing point
+    assert "rate_per_s=NaN" in err and "not a finite number" in err
