@@ -129,8 +129,7 @@ def prepare_points(scenario, points: Sequence[Mapping], overrides: Sequence[str]
         try:
             ov = point_overrides(pt)
         except (TypeError, ValueError) as exc:
-            why = "not a finite number" if "Out of range float" in str(exc) else str(exc)
-            pp.error = f"{where}: cannot use the value of {pp.label} ({why})"
+            pp.error = f"{where}: cannot use the value of {pp.label} ({exc})"
             prepared.append(pp)
             continue
         try:

@@ -142,8 +142,12 @@ def normalize_grid(grid, where: str = "grid") -> list[dict[str, Any]]:
 
 
 def point_overrides(point: Mapping[str, Any]) -> list[str]:
-    """``--set`` texts that apply ``point`` (VALUE = the JSON text of the value)."""
-    return [f"{k}={json.dumps(v, allow_nan=False)}" for k, v in point.items()]
+    """``--set`` texts that apply ``point`` (VALUE = the JSON text of the value); ValueError
+    for a value no scenario can hold (NaN, an infinity)."""
+    try:
+        return [f"{k}={json.dumps(v, allow_nan=False)}" for k, v in point.items()]
+    except ValueError:          # json's 'Out of range float values are not JSON compliant'
+        raise ValueError("not a finite number") from None
 
 
 def _short(v: Any) -> str:
