@@ -22,6 +22,7 @@ from llmsim.cost import CostModel
 from llmsim.cost.memory import kv_bytes_per_token, memory_plan
 from llmsim.engine.cluster import STAT_KEYS, Cluster
 from llmsim.engine.faults import FaultInjector, read_fault_trace, resolve_trace_path
+from llmsim.engine.gcpolicy import run_collection_thresholds
 from llmsim.engine.network import (Network, Topology, card_hop_coeffs,
                                    port_capacity_bytes_per_s)
 from llmsim.engine.pipeline import (PipelineCostModel, decode_capacity_tokens_per_s,
@@ -268,8 +269,9 @@ class Simulation:
             bar.close()
 
     # ------------------------------------------------------------------ run -------------
-    def run(self) -> RunOutput:
-        t0 = time.perf_counter()
+    def _run_events(self) -> None:
+        """Run the event loop until the scenario's end: its duration, every request ended
+        (drain), or the last arrival."""
         env = self.env
         sim = self.scenario.simulation
         if sim.duration_s is not None:
@@ -285,6 +287,12 @@ class Simulation:
                 env.run()
         else:
             env.run(until=self.feeder)
+
+    def run(self) -> RunOutput:
+        t0 = time.perf_counter()
+        env = self.env
+        with run_collection_thresholds():
+            self._run_events()
         simulated_s = env.now
         wall_s = time.perf_counter() - t0
         notes = []
