@@ -6,6 +6,9 @@ import pandas as pd
 import pytest
 
 from llmsim.api import simulate
+from llmsim.engine.simulation import Simulation
+from llmsim.scenario import load_scenario
+from llmsim.workload.request import FINISHED, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
@@ -125,3 +128,28 @@ def test_record_steps_gives_one_row_per_engine_step():
     assert st.prefill_tokens.sum() == res.requests.num_prompt_tokens.sum()
     assert (st.groupby("replica").start_s.diff().dropna() > 0).all()
     assert simulate(small("vllm", n=60)).steps is None
+
+
+def test_work_queued_twice_in_one_instant_wakes_a_sleeping_engine_once():
+    # the first submit (or poke) wakes the sleeping engine and clears its wake event, so the
+    # next ones in the same instant see it woken instead of triggering the event again
+    scn = small(n=1, replicas=1)
+    scn["workload"]["arrival"] = {"process": "constant", "rate_per_s": 0.1}
+    sim = Simulation(load_scenario(scn), progress=False)
+    sim.env.run(until=5.0)            # the workload's one request (at 0 s) is done: asleep
+    r = sim.replicas[0]
+    ve = r.engines[0]
+    assert ve.wake is not None and not ve.wake.triggered
+    reqs = [Request(f"x{i}", 5.0, 200, 3) for i in range(3)]
+    r.submit_recovered(reqs[0], None, False)     # poke wakes it
+    assert ve.wake is None
+    r.submit(reqs[1])
+    r.submit_recovered(reqs[2], None, False)
+    sim.env.run(until=10.0)
+    assert ve.wake is not None                   # asleep again
+    more = [Request(f"y{i}", 10.0, 200, 3) for i in range(2)]
+    r.submit(more[0])                            # submit wakes it
+    assert ve.wake is None
+    r.submit_recovered(more[1], None, False)
+    sim.env.run(until=15.0)
+    assert [q.status for q in reqs + more] == [FINISHED] * 5

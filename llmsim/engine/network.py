@@ -123,7 +123,8 @@ class Network:
         if not path.resources:
             raise ValueError("a path needs at least one resource")
         now = self.env.now
-        self._settle_lone(now)
+        if self._lone is not None:
+            self._settle_lone(now)
         self._next_id += 1
         tr = Transfer(self._next_id, num_bytes, path, on_done, now, meta)
         self.num_started += 1
@@ -131,7 +132,10 @@ class Network:
             tr.drained_s = now
             self._deliver_later(tr)
             return tr
-        self._advance(now)
+        if self.active:
+            self._advance(now)
+        else:
+            self._t = now           # nothing in flight: no bytes to bring up to date
         self.active[tr] = None
         for r in path.resources:
             r.transfers[tr] = None

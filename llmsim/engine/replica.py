@@ -51,7 +51,7 @@ class VirtualEngine:
         self.replica = replica
         self.scheduler = scheduler
         self.index = index
-        self.wake = None
+        self.wake = None          # the event the engine sleeps on; None once woken (or running)
         self.incoming = deque()   # hand-offs waiting for a slot and blocks here
         self.ready = []           # hand-offs whose KV has arrived, to join at the next boundary
         self.inflight = 0         # hand-offs with blocks reserved here, KV on the wire
@@ -108,6 +108,8 @@ class Replica:
         self.num_cuts = 0       # work queued here during a macro-step (sizes _run_cap)
         self.num_runs = 0
         self.engines = [VirtualEngine(self, s, i) for i, s in enumerate(schedulers)]
+        # the engine every request goes to when there is one (no pipeline parallelism)
+        self._sole_engine = self.engines[0] if len(self.engines) == 1 else None
         if self.handoff:
             for s in schedulers:
                 s.hands_off = s.fast_hand_off
@@ -129,8 +131,8 @@ class Replica:
     def kv_usage(self) -> float:
         if self._run_proc is not None:
             self.sync(self.env.now)
-        if len(self.engines) == 1:
-            return self.engines[0].scheduler.kv.usage
+        if self._sole_engine is not None:
+            return self._sole_engine.scheduler.kv.usage
         used = sum(e.scheduler.kv.num_used_blocks for e in self.engines)
         total = sum(e.scheduler.kv.num_blocks for e in self.engines)
         return used / total if total else 0.0
@@ -141,8 +143,8 @@ class Replica:
 
     # -------------------------------------------------------------- arrivals -----------
     def _pick_engine(self):
-        if len(self.engines) == 1:
-            return self.engines[0]
+        if self._sole_engine is not None:
+            return self._sole_engine
         # vLLM: the virtual engine with the fewest unfinished requests
         return min(self.engines, key=lambda e: e.scheduler.num_running + e.scheduler.num_waiting)
 
@@ -150,7 +152,7 @@ class Replica:
         """Called at the request's arrival time."""
         req.pool = self.pool
         req.replica = self.index
-        ve = self._pick_engine()
+        ve = self._sole_engine or self._pick_engine()
         self._account_kv()
         sched = ve.scheduler
         self.num_arrivals += 1
@@ -164,8 +166,10 @@ class Replica:
         self.num_outstanding += 1
         if self._run_proc is not None:
             self._interrupt_run(now)
-        if ve.wake is not None and not ve.wake.triggered:
-            ve.wake.succeed()
+        wake = ve.wake
+        if wake is not None:
+            ve.wake = None
+            wake.succeed()
 
     def submit_recovered(self, req, last_token_s, front: bool) -> None:
         """Queue a request whose KV was lost on another replica (recomputed here)."""
@@ -184,7 +188,7 @@ class Replica:
         Its slot and blocks are reserved at the next step boundary. Inside a macro-step that
         boundary is handled without ending the macro-step (:meth:`_boundary_in_run`): a
         reservation does not change the batch."""
-        ve = self._pick_engine()
+        ve = self._sole_engine or self._pick_engine()
         h.dst = self
         h.dst_ve = ve
         ve.incoming.append(h)
@@ -208,14 +212,17 @@ class Replica:
         wake the engine if it sleeps. An engine asleep with nothing it could run (a prefill
         replica whose hand-off has moved) is not woken: it only takes the timeline samples
         its wake-up would take."""
+        now = self.env.now
         if self._run_proc is not None:
-            self._interrupt_run(self.env.now)
-        if ve.wake is not None and not ve.wake.triggered:
+            self._interrupt_run(now)
+        wake = ve.wake
+        if wake is not None:
             sched = ve.scheduler
             if (sched.running or sched.waiting or sched.swapped or ve.incoming or ve.ready
                     or ve.control is not None):
-                ve.wake.succeed()
-            elif self.env.now >= self._next_sample_s:
+                ve.wake = None
+                wake.succeed()
+            elif now >= self._next_sample_s:
                 self._sample()
 
     def release_kv(self, ve, req, num_kv_tokens: int) -> None:
@@ -332,7 +339,8 @@ class Replica:
             if ve.incoming or ve.ready or ve.control is not None:
                 self._boundary(ve)
             if not (sched.running or sched.waiting or sched.swapped):     # has_work()
-                self._sample()
+                if env.now >= self._next_sample_s:
+                    self._sample()
                 self._account_kv()
                 ve.wake = env.event()
                 yield ve.wake
@@ -397,14 +405,15 @@ class Replica:
                 self._busy_until_s = now + dt
                 self.num_steps += 1
                 yield env.timeout(dt)
-            sched.update_from_output(out, env.now)
+            now = env.now           # the step's end
+            sched.update_from_output(out, now)
             if handoff and out.prefills:
                 self._hand_off(ve, out)
             if self.check_invariants:
                 kv.check()
             if sched.finished:
                 self._collect(sched)
-            if env.now >= self._next_sample_s:
+            if now >= self._next_sample_s:
                 self._sample()
 
     def _start_run(self, ve, sched, out, now, dt) -> float:
@@ -482,8 +491,10 @@ class Replica:
         plan = self._run_plan
         ends = plan.ends
         durs = plan.durs
-        busy, integral = sched.run_decode_steps(ends, durs, plan.fin_steps, self._run_a, k - 1,
-                                                self.busy_s, self.kv_usage_integral)
+        busy, integral = self.busy_s, self.kv_usage_integral
+        if k - 1 > self._run_a:       # else the steps before the last one are applied
+            busy, integral = sched.run_decode_steps(ends, durs, plan.fin_steps, self._run_a,
+                                                    k - 1, busy, integral)
         kv = sched.kv
         d = durs[k - 1]
         self.busy_s = busy + d
@@ -584,8 +595,10 @@ class Replica:
     def _run_cap(self) -> int:
         """Steps to plan at a time for a macro-step: about the mean number of steps between
         two cuts of a macro-step at this replica (an arrival or a hand-off usually cuts the run
-        short), 4 to ``max_run_steps``. Any value gives the same results: a run that gets this
-        far without a cut plans more (:meth:`_continue_run`)."""
+        short), 4 to ``max_run_steps``. A run that gets this far without a cut plans more
+        (:meth:`_continue_run`): the same steps, their times equal but for the last bit (a
+        segment split where the plan is extended starts its line from a new base), so changing
+        this rule changes results in the last digits."""
         n = self.num_cuts
         if not n:
             return self.max_run_steps

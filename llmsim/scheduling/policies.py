@@ -111,7 +111,7 @@ class _PromptAdmission(Scheduler):
     def _admit_whole_prompts(self, now, budget, nseq, prefills):
         use_wm = bool(self.running)
         used = 0
-        while nseq < self.max_num_seqs:
+        while nseq < self.max_num_seqs and self.waiting:
             req = self._pop_waiting_ready(now)
             if req is None:
                 break

@@ -18,8 +18,10 @@ finish could let in), at the step in which the next request finishes or crosses 
 window. The free blocks left after the planned steps are tracked (a lower bound: finishers' frees
 are not counted), so the planned steps never preempt; :meth:`take_blocks` takes blocks reserved
 meanwhile off that count. Otherwise it stops after the steps asked for and :meth:`extend` plans
-more later, exactly as if they had been planned at once: the engine plans about as far as the
-next arrival is likely to cut the run, so little planning is wasted.
+more later, the same steps as if they had been planned at once (their times may differ in the
+last bit: a segment cut where a call ends starts its line ``A + B·c`` again from the next step's
+context sum, so how far each call plans is part of the result): the engine plans about as far
+as the next arrival is likely to cut the run, so little planning is wasted.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def blocks_reserved(pc: list, r: int, n: int) -> int:
     full, rem = divmod(n, bs)
     e = r + rem
     part = sum(pc[r:e]) if e <= bs else sum(pc[r:]) + sum(pc[:e - bs])
-    return full * sum(pc) + part
+    return full * sum(pc) + part if full else part
 
 
 class DecodeRunPlan:
