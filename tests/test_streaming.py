@@ -25,6 +25,7 @@ from llmsim.metrics.stats import latency_stats, weighted_stats
 from llmsim.metrics.streaming import LogHistogram, StreamingSummary, _QueueTrend
 from llmsim.metrics.summary import _queue_growth, add_derived_columns, summarize
 from llmsim.scenario import load_scenario
+from llmsim.workload.request import Request
 
 LENGTHS = {"prompt_tokens": {"dist": "lognormal", "mean": 600, "sigma": 0.8, "max": 6000},
            "output_tokens": {"dist": "lognormal", "mean": 120, "sigma": 0.8, "max": 1000}}
@@ -281,7 +282,7 @@ def test_itl_recorder_keeps_every_entry_in_order_across_packs(monkeypatch):
         rec.itl.add(0.5 + i, 3)
         want_g += gaps + [0.5 + i]
         want_c += [i + 1] * i + [3]
-        rec.request_ended(object())          # packs once 4 entries are buffered
+        rec.request_ended(Request(i, 0.0, 10, 2))    # packs once 4 entries are buffered
     assert len(rec.itl._chunks) >= 3 and len(rec.itl.gaps_s) < 4 + 7
     g, c = rec.itl.arrays()
     assert g.dtype == np.float64 and c.dtype == np.int64
@@ -461,3 +462,18 @@ def test_cli_stream_needs_out_and_writes_files(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "o" / "requests.parquet")) == 300
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         "requests.parquet", "summary.json", "timeline.parquet"]
+
+
+def test_recorder_rows_are_taken_when_requests_end_and_extras_are_not_kept():
+    rec = rec_mod.Recorder(with_tenant=True)
+    a = Request(2, 0.5, 10, 2, tenant="x")
+    a.finish_s, a.status, a.num_output_tokens = 1.5, "finished", 2
+    rec.request_ended(a)
+    a.finish_s = 9.0                       # an ended request's row is already taken
+    b = Request(1, 0.25, 20, 4, tenant="y")
+    b.status = "unfinished"
+    df = rec.requests_frame([b])
+    assert df.request_id.tolist() == [1, 2] and df.tenant.tolist() == ["y", "x"]
+    assert df.finish_s.isna().tolist() == [True, False] and df.finish_s[1] == 1.5
+    assert df.num_output_tokens.dtype == np.int64 and df.arrival_s.dtype == np.float64
+    assert rec.requests_frame().request_id.tolist() == [2]     # the extra row was not kept

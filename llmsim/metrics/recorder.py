@@ -77,13 +77,13 @@ class Recorder:
     """Collects ended requests (finished, rejected, failed) and timeline samples."""
 
     def __init__(self, with_tenant: bool = False):
-        self.ended: list = []
+        self.rows = RequestRows(with_tenant)
         self.itl = ItlRecorder()
         self.timeline: list = []
         self.with_tenant = with_tenant
 
     def request_ended(self, req) -> None:
-        self.ended.append(req)
+        self.rows.add(req)
         if len(self.itl.gaps_s) >= ITL_PACK_ENTRIES:
             self.itl.pack()
 
@@ -93,7 +93,12 @@ class Recorder:
     def requests_frame(self, extra_requests=()) -> pd.DataFrame:
         """One row per request (ended + ``extra_requests`` such as unfinished ones), sorted by
         request_id."""
-        df = request_rows_frame(self.ended + list(extra_requests), self.with_tenant)
+        rows = self.rows
+        if extra_requests:
+            rows = rows.copy()
+            for req in extra_requests:
+                rows.add(req)
+        df = rows.frame()
         if len(df):
             df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
         return df
@@ -105,28 +110,72 @@ class Recorder:
         return df
 
 
+_FLOAT_COLUMNS = frozenset(("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"))
+_INT_COLUMNS = frozenset(("num_prompt_tokens", "num_output_tokens", "num_cached_tokens",
+                          "num_preemptions"))
+
+
+class RequestRows:
+    """The raw request table (:data:`REQUEST_COLUMNS`, + ``tenant``) as columns, one row added
+    per ended request. :meth:`add` reads the request's fields when it ends, while the object is
+    still in the CPU's caches: one list append per column. Reading them all at the end instead
+    (one pass over a million scattered objects per column) cost ≈ 5% of a chat run's wall time.
+    A request's row is final when it is added (the engine never changes an ended request)."""
+
+    __slots__ = ("names", "cols", "_appends")
+
+    def __init__(self, with_tenant: bool = False):
+        self.names = REQUEST_COLUMNS + ["tenant"] if with_tenant else list(REQUEST_COLUMNS)
+        self.cols: list = [[] for _ in self.names]
+        self._appends = [c.append for c in self.cols]
+
+    def __len__(self) -> int:
+        return len(self.cols[0])
+
+    def copy(self) -> "RequestRows":
+        """The same rows in new lists (adding to the copy leaves these alone)."""
+        out = RequestRows(len(self.names) > len(REQUEST_COLUMNS))
+        for c, mine in zip(out.cols, self.cols):
+            c.extend(mine)
+        return out
+
+    def add(self, req) -> None:
+        a = self._appends
+        a[0](req.request_id)
+        a[1](req.arrival_s)
+        a[2](req.first_scheduled_s)
+        a[3](req.first_token_s)
+        a[4](req.finish_s)
+        a[5](req.num_prompt_tokens)
+        a[6](req.num_output_tokens)
+        a[7](req.num_cached_tokens)
+        a[8](req.num_preemptions)
+        a[9](req.pool)
+        a[10](req.replica)
+        a[11](req.status)
+        a[12](req.reason)
+        if len(a) > 13:
+            a[13](req.tenant)
+
+    def frame(self) -> pd.DataFrame:
+        """The rows added so far, in that order (times not reached yet, None on the request,
+        become NaN: numpy converts None to NaN in a float array)."""
+        cols = {}
+        for name, v in zip(self.names, self.cols):
+            if name in _FLOAT_COLUMNS:
+                v = np.array(v, dtype=float)
+            elif name in _INT_COLUMNS:
+                v = np.array(v, dtype=np.int64)
+            cols[name] = v
+        return pd.DataFrame(cols)
+
+
 def request_rows_frame(reqs, with_tenant: bool = False) -> pd.DataFrame:
-    """The raw request table (:data:`REQUEST_COLUMNS`, + ``tenant``) of ``reqs``, in that order
-    (times not reached yet, None on the request, become NaN: numpy converts None to NaN in a
-    float array)."""
-    cols = {
-        "request_id": [r.request_id for r in reqs],
-        "arrival_s": np.array([r.arrival_s for r in reqs], dtype=float),
-        "first_scheduled_s": np.array([r.first_scheduled_s for r in reqs], dtype=float),
-        "first_token_s": np.array([r.first_token_s for r in reqs], dtype=float),
-        "finish_s": np.array([r.finish_s for r in reqs], dtype=float),
-        "num_prompt_tokens": np.array([r.num_prompt_tokens for r in reqs], dtype=np.int64),
-        "num_output_tokens": np.array([r.num_output_tokens for r in reqs], dtype=np.int64),
-        "num_cached_tokens": np.array([r.num_cached_tokens for r in reqs], dtype=np.int64),
-        "num_preemptions": np.array([r.num_preemptions for r in reqs], dtype=np.int64),
-        "pool": [r.pool for r in reqs],
-        "replica": [r.replica for r in reqs],
-        "status": [r.status for r in reqs],
-        "reason": [r.reason for r in reqs],
-    }
-    if with_tenant:
-        cols["tenant"] = [r.tenant for r in reqs]
-    return pd.DataFrame(cols)
+    """The raw request table of ``reqs`` (see :class:`RequestRows`), in that order."""
+    rows = RequestRows(with_tenant)
+    for r in reqs:
+        rows.add(r)
+    return rows.frame()
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +408,7 @@ class StreamingRecorder:
         self.totals = None
         self._slo = None
         self._class_slo = None
-        self._pending: list = []
+        self._pending = RequestRows(with_tenant)     # rows not written yet
         self._closed = False
         self._tl = {c: (array("d") if c in ("time_s", "kv_usage") else
                         list() if c in ("pool", "replica") else array("q"))
@@ -377,9 +426,9 @@ class StreamingRecorder:
         return self.writer.rows
 
     def request_ended(self, req) -> None:
-        # no local alias of the buffer: _flush must be able to release the Request objects
-        self._pending.append(req)
-        if len(self._pending) >= self.chunk_rows:
+        pending = self._pending
+        pending.add(req)
+        if len(pending) >= self.chunk_rows:
             self._flush()
         elif len(self.itl.gaps_s) >= self.itl.flush_at:
             self.itl.flush()
@@ -387,9 +436,9 @@ class StreamingRecorder:
     def _flush(self) -> None:
         if self.totals is None:
             raise RuntimeError("StreamingRecorder.bind_slo must be called before rows arrive")
-        reqs, self._pending = self._pending, []
-        df = request_rows_frame(reqs, self.with_tenant)
-        del reqs
+        rows, self._pending = self._pending, RequestRows(self.with_tenant)
+        df = rows.frame()
+        del rows
         df = add_derived_columns(df, self._slo, self._class_slo)
         self.totals.add(df)
         self.reservoir.add(df)
@@ -405,8 +454,9 @@ class StreamingRecorder:
         table (columns only)."""
         if self._closed:
             raise RuntimeError("the streaming request file is already closed")
-        self._pending.extend(extra_requests)
-        if self._pending:
+        for req in extra_requests:
+            self._pending.add(req)
+        if len(self._pending):
             self._flush()
         empty = add_derived_columns(request_rows_frame([], self.with_tenant), self._slo,
                                     self._class_slo)
@@ -416,7 +466,7 @@ class StreamingRecorder:
 
     def abort(self) -> None:
         """Drop the partial file after a failed run."""
-        self._pending = []
+        self._pending = RequestRows(self.with_tenant)
         self._closed = True
         self.writer.abort()
 
