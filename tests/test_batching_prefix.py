@@ -512,3 +512,54 @@ def test_queued_offloads_match_single_block_offloads():
         assert host.prefix_keys() == list(rh.prefix)
         assert host.num_free_blocks == rh.num_free_blocks
     assert joined > 100        # queued pieces did join
+
+
+def test_span_evicted_piece_by_piece_leaves_the_index_once(monkeypatch):
+    """A cached span evicted from the top in pieces keeps its index entries for the lost
+    blocks (``top``) and leaves the index once: lookups still see only the blocks it holds,
+    the checks pass, and a hit on what is left drops the stale entries before the span is
+    split (a new span of the same chain then registers over them)."""
+    from llmsim.memory.prefix_spans import SpanIndex
+    detached = []
+    detach = SpanIndex.detach
+    monkeypatch.setattr(SpanIndex, "detach",
+                        lambda idx, s, a, b: detached.append((a, b)) or detach(idx, s, a, b))
+    kv = PrefixCachingKVCacheManager(12, 4)
+    a, b = FakeRequest(32, [1, 2, 3, 4], 8), FakeRequest(36, None, 8)   # 8 blocks, 2 per id
+    assert kv.get_computed_blocks(a) == 0 and kv.allocate_slots(a, 0, 32)
+    kv.free(a, 32)                                  # one evictable span of blocks 0 … 7
+    assert kv.allocate_slots(b, 0, 28)              # 7 private blocks: 3 of them evicted
+    (x,) = kv._lru
+    assert (x.lo, x.hi, x.top) == (0, 5, 8) and kv.evicted_blocks == 3
+    assert kv.allocate_slots(b, 28, 36)             # 2 more
+    assert (x.lo, x.hi, x.top) == (0, 3, 8) and not detached
+    kv.check()
+    kv.free(b, 36)
+    a2 = FakeRequest(32, [1, 2, 3, 4], 8)
+    assert kv.get_computed_blocks(a2) == 12         # blocks 0 … 2, not the stale ones
+    assert kv.allocate_slots(a2, 12, 32)
+    assert detached == [(3, 8)] and x.top == 0      # the stale entries went first, at once
+    kv.check()
+    assert kv.evictable_keys() == [] and kv.num_cached_blocks == 8
+    kv.free(a2, 32)
+    kv.check()
+
+
+def test_allocation_reuses_the_lookup_pieces_only_while_their_spans_hold_them():
+    """The allocation after a lookup takes the GPU pieces the lookup met without a second
+    look, but only a piece whose span still holds it: here the span is split behind the
+    lookup's back, and the hit is still taken from the spans that hold the blocks now."""
+    kv = PrefixCachingKVCacheManager(20, 4)
+    a, b = FakeRequest(32, [1, 2, 3, 4], 8), FakeRequest(33, [1, 2, 3, 4, 5], 8)
+    assert kv.get_computed_blocks(a) == 0 and kv.allocate_slots(a, 0, 32)
+    assert kv.get_computed_blocks(b) == 32                 # blocks 0 … 7, one span of a
+    (x,) = kv._spans()
+    low = kv._idx.split_out(None, x, 0, 3)                 # blocks 0 … 2 move to a new span
+    assert (low.lo, low.hi, x.lo, x.hi) == (0, 3, 3, 8)
+    assert kv.allocate_slots(b, 32, 33)
+    kv.check()
+    assert kv._ref == {key: 2 for key in prefix_block_keys([1, 2, 3, 4], 8, 32, 4)}
+    kv.free(b, 33)
+    kv.free(a, 32)
+    kv.check()
+    assert kv.num_free_blocks == kv.num_blocks

@@ -15,6 +15,7 @@ Contract (DESIGN §5, plain Python, no SimPy):
   ``chain`` (in that order) exactly as that many single-block offloads would: a block already
   kept moves to the most recently used end; a new one takes a free block, or the oldest
   offloaded block makes room; nothing is kept when swapped requests fill the tier.
+  ``offload_runs(runs)`` is that for each ``(chain, lo, hi)`` of ``runs`` in turn.
   ``take_blocks`` removes blocks that are loaded back to the GPU; ``present_end`` finds how far
   a run of kept blocks reaches. ``offload(key)``/``has(key)``/``take(key)`` address the single
   block ``(key, 0)``;
@@ -227,13 +228,19 @@ class HostKVTier:
         Applied at the next :meth:`flush` (the next read of the tier): an offload that
         continues the one queued before it, right below it in the same chain (the GPU evicts
         a span from the top, piece by piece), joins it, so the run goes in once."""
+        self.offload_runs(((C, lo, hi),))
+
+    def offload_runs(self, runs) -> None:
+        """:meth:`offload_blocks` of each ``(chain, lo, hi)`` of ``runs`` in turn (the pieces
+        :meth:`SpanLRU.pop_oldest` returns)."""
         p = self._pending
-        if p:
-            last = p[-1]
-            if last[1] == hi and last[0] is C:
-                last[1] = lo
-                return
-        p.append([C, lo, hi])
+        for C, lo, hi in runs:
+            if p:
+                last = p[-1]
+                if last[1] == hi and last[0] is C:
+                    last[1] = lo
+                    continue
+            p.append([C, lo, hi])
 
     def _offload_now(self, C: BlockChain, lo: int, hi: int) -> None:
         """:meth:`offload_blocks`, applied."""

@@ -88,7 +88,9 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self._own: dict = {}             # request -> the span it registered last
         self._chains: dict = {}          # request -> its BlockChain (memo)
         # memoised lookup: (request, hit blocks, evictable hits, host hits, host version,
-        # request.num_tokens); _watch: the segment hashes it read (a change to one drops it)
+        # request.num_tokens, the GPU pieces it met [(span, lo, hi)]); _watch: (chain, last),
+        # the lookup read the segments of blocks 0 … last of the chain (a change to a block
+        # keyed by one of their hashes drops it)
         self._lookup = None
         self._watch = None
         self.pending_transfer_s = 0.0
@@ -107,7 +109,12 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
     def _touch(self, C: BlockChain, a: int, b: int) -> None:
         """Blocks ``[a, b)`` of ``C`` changed: drop the memoised lookup if it read them."""
         w = self._watch
-        if w is not None and not w.isdisjoint(C.hs[C.seg(a):C.seg(b - 1) + 1]):
+        if w is None:
+            return
+        W, last = w
+        read = W.hs[:W.seg(last) + 1] if last >= 0 else ()
+        ka, kb = C.seg_range(a, b)
+        if not set(read).isdisjoint(C.hs[ka:kb + 1]):
             self._lookup = None
             self._watch = None
 
@@ -120,16 +127,15 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
     def _evict(self, n: int) -> None:
         """Evict the ``n`` least recently released cached blocks (each span's top blocks
         first, :meth:`SpanLRU.pop_oldest`), offloading every piece."""
-        host = self._offload
         self._num_evictable -= n
         self._num_cached -= n
         self.evicted_blocks += n
-        for x, lo, hi in self._lru.pop_oldest(n, self._idx):
-            C = x.chain
-            if self._watch is not None:
+        pieces = self._lru.pop_oldest(n, self._idx)
+        if self._watch is not None:
+            for C, lo, hi in pieces:
                 self._touch(C, lo, hi)
-            if host is not None:
-                host.offload_blocks(C, lo, hi)
+        if self._offload is not None:
+            self._offload.offload_runs(pieces)
 
     @property
     def num_cached_blocks(self) -> int:
@@ -155,6 +161,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         idx = self._idx
         hidx = host._idx if host is not None else None
         pos = n_ev = n_host = 0
+        met = []
         while pos < limit:
             k = C.seg(pos)
             x = idx.find(C, k, pos)
@@ -162,6 +169,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 e = common_end(C, x.chain, pos, x.hi if x.hi < limit else limit)
                 if not x.ref:
                     n_ev += e - pos
+                met.append((x, pos, e))
                 pos = e
                 continue
             if hidx is None:
@@ -173,9 +181,8 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < limit else limit))
             n_host += e - pos
             pos = e
-        self._lookup = (request, pos, n_ev, n_host, hv, request.num_tokens)
-        last = pos if pos < limit else pos - 1
-        self._watch = set(C.hs[:C.seg(last) + 1]) if last >= 0 else set()
+        self._lookup = (request, pos, n_ev, n_host, hv, request.num_tokens, met)
+        self._watch = (C, pos if pos < limit else pos - 1)
         return pos * self.block_size
 
     def _pending(self, request, held_tokens):
@@ -195,21 +202,29 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 need += lk[2] + lk[3]
         return need
 
-    def _reference(self, C: BlockChain, hit: int) -> None:
+    def _reference(self, C: BlockChain, hit: int, met: list) -> None:
         """Take the hit on blocks ``[0, hit)`` of ``C`` (all on the GPU or the host): cached
         spans gain a reference (leaving the LRU and the free count at 0), host blocks are
-        loaded into new spans."""
+        loaded into new spans. ``met``: the GPU pieces ``(span, lo, hi)`` the lookup found,
+        in order; every change since the lookup but a split of a span dropped it, so a piece
+        whose span still holds it is the one a second look would find."""
         idx = self._idx
         lru = self._lru
         host = self._offload
-        if host is not None:
-            host.flush()             # host._idx is read below
-        pos = 0
+        pos = i = 0
         while pos < hit:
-            k = C.seg(pos)
-            x = idx.find(C, k, pos)
+            x = None
+            if i < len(met) and met[i][1] == pos:
+                y, _, e = met[i]
+                i += 1
+                if y.lo <= pos and e <= y.hi:
+                    x = y
+            if x is None:
+                k = C.seg(pos)
+                x = idx.find(C, k, pos)
+                if x is not None:
+                    e = common_end(C, x.chain, pos, x.hi if x.hi < hit else hit)
             if x is not None:
-                e = common_end(C, x.chain, pos, x.hi if x.hi < hit else hit)
                 if x.ref:
                     m = idx.split_out(None, x, pos, e)
                 else:
@@ -218,6 +233,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     self.num_free_blocks -= e - pos
                 m.ref += 1
             else:
+                host.flush()         # (host._idx is read next)
                 x = host._idx.find(C, k, pos)
                 e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < hit else hit))
                 host.take_blocks(C, pos, e)
@@ -227,17 +243,23 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 self._num_cached += e - pos
             pos = e
 
-    def _release(self, C: BlockChain, lo: int, hi: int) -> int:
+    def _release(self, C: BlockChain, lo: int, hi: int, own=None) -> int:
         """Blocks ``[lo, hi)`` of ``C`` lose one reference, from the top; spans left
-        unreferenced join the LRU. Returns the number of blocks left unreferenced."""
+        unreferenced join the LRU. Returns the number of blocks left unreferenced. ``own``:
+        the request's own last span (or None), which needs no lookup when it ends at ``hi``."""
         idx = self._idx
         lru = self._lru
         freed = 0
         pos = hi
+        x = own if own is not None and own.hi == hi and own.chain is C else None
         while pos > lo:
-            x = idx.find(C, C.seg(pos - 1), pos - 1)
-            q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
+            if x is None:
+                x = idx.find(C, C.seg(pos - 1), pos - 1)
+                q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
+            else:                               # a span of C itself
+                q = x.lo if x.lo > lo else lo
             m = idx.split_out(None, x, q, pos)
+            x = None
             m.ref -= 1
             if not m.ref:
                 lru.append(m)
@@ -254,21 +276,22 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return self.num_free_blocks - need >= reserve
 
     def allocate_slots(self, request, held_tokens, num_kv_tokens_after):
-        need = self._need(request, held_tokens, num_kv_tokens_after)
+        extra = self._extra_blocks(held_tokens, num_kv_tokens_after)
+        table = self._tables.get(request)
+        lk = None if table is not None else self._pending(request, held_tokens)
+        need = extra if lk is None else extra + lk[2] + lk[3]      # (as _need)
         if need > self.num_free_blocks:
             return False
         C = self._chain_for(request)
-        table = self._tables.get(request)
         if table is None:
             table = self._tables[request] = []
             hit = 0
-            lk = self._pending(request, held_tokens)
             if lk is not None:
                 self._lookup = None
                 self._watch = None
                 hit = lk[1]
                 if hit:
-                    self._reference(C, hit)
+                    self._reference(C, hit, lk[6])
                     table.append([0, hit])
                 nh = lk[3]
                 if nh:
@@ -280,7 +303,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 self.host_hit_blocks += nh
             self._shared[request] = hit
             self._held[request] = hit
-        self.num_free_blocks -= self._extra_blocks(held_tokens, num_kv_tokens_after)
+        self.num_free_blocks -= extra
         self._settle()
         # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
@@ -364,7 +387,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         table = self._tables.pop(request, None)
         shared = self._shared.pop(request, 0)
         self._held.pop(request, None)
-        self._own.pop(request, None)
+        own = self._own.pop(request, None)
         C = self._chains.pop(request, None)
         if self._lookup is not None and self._lookup[0] is request:
             self._lookup = None
@@ -375,7 +398,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         if table:
             freed = 0
             for lo, hi in reversed(table):
-                freed += self._release(C, lo, hi)
+                freed += self._release(C, lo, hi, own)
             self._num_evictable += freed
             released += freed
         self.free_blocks(released)
@@ -407,7 +430,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         check_spans(self._idx, spans)
         lru = list(self._lru)
         for x in spans:
-            if x.ref < 0 or (x.ref == 0) != (x.prev is not None):
+            if x.ref < 0 or (x.ref == 0) != (x.prev is not None) or (x.ref and x.top):
                 raise AssertionError(f"{x!r} in the wrong LRU state")
         if sum(x.hi - x.lo for x in lru) != self._num_evictable or \
                 sum(x.hi - x.lo for x in spans) != self._num_cached or \

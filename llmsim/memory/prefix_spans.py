@@ -57,17 +57,14 @@ def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
     if not hash_ids or not hash_block_tokens or not nfull:
         return _EMPTY
     H = int(hash_block_tokens)
-    hs = []
     h = 0
     if H % block_size == 0:
         step = H // block_size
         n = min(len(hash_ids), -(-nfull // step))
-        append = hs.append
-        for x in hash_ids[:n]:
-            h = hash((h, x))
-            append(h)
+        hs = [h := hash((h, x)) for x in hash_ids[:n]]      # each chains the one before
         return BlockChain(hs, list(range(0, (n + 1) * step, step)), min(nfull, n * step),
                           step, H)
+    hs = []
     los = []
     hi = 0
     for m in range(len(hash_ids)):
@@ -117,8 +114,7 @@ def common_start(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
     hc = C.hs
     hd = D.hs
     if C.geo == D.geo:
-        ka = C.seg(a)
-        kb = C.seg(b - 1)
+        ka, kb = C.seg_range(a, b)
         if hc[ka:kb + 1] == hd[ka:kb + 1]:
             return a
         k = kb
@@ -139,8 +135,14 @@ def common_start(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
 # -- spans, their LRU and their index --------------------------------------------------------
 class BlockSpan:
     """Blocks ``lo … hi-1`` of ``chain`` with one reference count ``ref``; ``prev``/``next``
-    link it into a :class:`SpanLRU` (the unreferenced GPU spans; every host span)."""
-    __slots__ = ("chain", "lo", "hi", "ref", "prev", "next")
+    link it into a :class:`SpanLRU` (the unreferenced GPU spans; every host span).
+
+    ``top`` is 0, or, once the span's highest blocks left its LRU while the rest stayed
+    (:meth:`SpanLRU.pop_oldest`), the block its :class:`SpanIndex` entries still reach: they
+    list the segments of blocks ``hi … top-1`` too, until the span leaves whole or
+    :meth:`SpanIndex.settle` drops them (a span that leaves piece by piece leaves the index
+    once). Readers of the index only trust ``lo … hi-1``."""
+    __slots__ = ("chain", "lo", "hi", "ref", "prev", "next", "top")
 
     def __init__(self, chain, lo: int, hi: int, ref: int = 0):
         self.chain = chain
@@ -149,6 +151,7 @@ class BlockSpan:
         self.ref = ref
         self.prev = None
         self.next = None
+        self.top = 0
 
     def keys(self) -> list:
         """Block keys ``(h, j)``, highest ``j`` first (the order they leave an LRU)."""
@@ -156,7 +159,8 @@ class BlockSpan:
         return [C.key(j) for j in range(self.hi - 1, self.lo - 1, -1)]
 
     def __repr__(self) -> str:
-        return f"BlockSpan({self.lo}, {self.hi}, ref={self.ref})"
+        top = f", top={self.top}" if self.top else ""
+        return f"BlockSpan({self.lo}, {self.hi}, ref={self.ref}{top})"
 
 
 class SpanLRU:
@@ -201,10 +205,11 @@ class SpanLRU:
 
     def pop_oldest(self, n: int, idx: "SpanIndex") -> list:
         """Take the ``n`` least recently used blocks out (each span's top blocks first) and out
-        of ``idx``; returns ``[(span, lo, hi)]``, one per piece: blocks ``lo … hi-1`` of
-        ``span.chain``, already detached. The caller lists at least ``n`` blocks."""
+        of ``idx``; returns ``[(chain, lo, hi)]``, one per piece: blocks ``lo … hi-1`` of
+        ``chain``. A span that leaves whole leaves ``idx``; one that keeps blocks keeps
+        the piece's index entries too (lazily detached, see :class:`BlockSpan`). The caller
+        lists at least ``n`` blocks."""
         head = self.head
-        detach = idx.detach
         out = []
         while n:
             x = head.next
@@ -213,18 +218,23 @@ class SpanLRU:
             if k > n:
                 lo = x.hi = hi - n
                 n = 0
+                if not x.top:
+                    x.top = hi
             else:                              # the whole span leaves
                 lo = x.lo
                 n -= k
                 self.unlink(x)
                 x.hi = lo
-            detach(x, lo, hi)
-            out.append((x, lo, hi))
+                top = x.top or hi
+                x.top = 0
+                idx.detach(x, lo, top)
+            out.append((x.chain, lo, hi))
         return out
 
 
 class SpanIndex:
-    """Segment hash ``h`` → the span, or list of spans, holding blocks keyed ``h``."""
+    """Segment hash ``h`` → the span, or list of spans, holding blocks keyed ``h`` (or, until
+    they are detached, that held some: see ``BlockSpan.top``)."""
     __slots__ = ("d",)
 
     def __init__(self):
@@ -317,6 +327,14 @@ class SpanIndex:
             if v is not s:
                 v.remove(s)
                 d[h] = v[0] if len(v) == 1 else v
+
+    def settle(self, x: BlockSpan) -> None:
+        """Drop the index entries ``x`` (``x.top`` set) keeps for blocks it lost (``hi …
+        top-1``, see :class:`BlockSpan`); needed before anything but
+        :meth:`SpanLRU.pop_oldest` changes its extent."""
+        top = x.top
+        x.top = 0
+        self.detach(x, x.hi, top)
 
     def find(self, C: BlockChain, k: int, j: int):
         """The span holding block ``j`` (segment ``k``) of ``C``, or None."""
@@ -439,6 +457,8 @@ class SpanIndex:
     def cut(self, lru, x: BlockSpan, a: int, b: int) -> None:
         """Drop blocks ``[a, b)`` from span ``x``; what is left keeps ``x``'s place in
         ``lru`` (None: ``x`` is not in one), the upper part leaving first."""
+        if x.top:
+            self.settle(x)
         lo = x.lo
         hi = x.hi
         if b < hi:
@@ -463,6 +483,8 @@ class SpanIndex:
     def split_out(self, lru, x: BlockSpan, a: int, b: int) -> BlockSpan:
         """The span of blocks ``[a, b)`` of ``x``, on its own and out of ``lru``."""
         if x.lo == a and x.hi == b:
+            if x.top:
+                self.settle(x)
             if lru is not None:
                 lru.unlink(x)
             return x
@@ -474,15 +496,16 @@ class SpanIndex:
 
 
 def check_spans(idx: SpanIndex, spans: list) -> None:
-    """``spans`` are well formed, ``idx`` lists exactly the segments each of them meets, and
-    no block is held twice."""
+    """``spans`` are well formed, ``idx`` lists exactly the segments each of them meets (up
+    to block ``top`` for a span that lost its highest blocks, see :class:`BlockSpan`), and no
+    block is held twice."""
     want: dict = {}
     for x in spans:
-        if x.lo >= x.hi:
-            raise AssertionError(f"empty span {x!r}")
+        if x.lo >= x.hi or (x.top and x.top <= x.hi):
+            raise AssertionError(f"empty span {x!r}, or its index entries end below it")
         C = x.chain
         los = C.los
-        for k in range(C.seg(x.lo), C.seg(x.hi - 1) + 1):
+        for k in range(C.seg(x.lo), C.seg((x.top or x.hi) - 1) + 1):
             want.setdefault(C.hs[k], []).append((max(x.lo, los[k]), min(x.hi, los[k + 1]), x))
     d = idx.d
     if len(d) != len(want):
@@ -493,7 +516,7 @@ def check_spans(idx: SpanIndex, spans: list) -> None:
         if {id(x) for x in got} != {id(x) for _, _, x in held} or len(got) != len(held) or \
                 (v.__class__ is list and len(v) < 2):
             raise AssertionError(f"span index of segment {h} out of date")
-        held.sort(key=lambda t: t[0])
+        held = sorted((t for t in held if t[0] < t[1]), key=lambda t: t[0])
         for (_, hi, _), (lo, _, _) in zip(held, held[1:]):
             if lo < hi:
                 raise AssertionError(f"blocks of segment {h} held twice")
