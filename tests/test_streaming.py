@@ -477,3 +477,17 @@ def test_recorder_rows_are_taken_when_requests_end_and_extras_are_not_kept():
     assert df.finish_s.isna().tolist() == [True, False] and df.finish_s[1] == 1.5
     assert df.num_output_tokens.dtype == np.int64 and df.arrival_s.dtype == np.float64
     assert rec.requests_frame().request_id.tolist() == [2]     # the extra row was not kept
+
+
+def test_request_rows_take_every_column_from_the_request_field_of_that_name():
+    req = Request(7, 1.25, 300, 40, tenant="t")
+    for k, name in enumerate(rec_mod.REQUEST_COLUMNS[1:] + ["tenant"]):
+        if name not in ("arrival_s", "tenant"):
+            setattr(req, name, f"v{k}" if name in ("pool", "status", "reason") else k + 0.5
+                    if name.endswith("_s") else k + 100)
+    rows = rec_mod.RequestRows(with_tenant=True)
+    rows.add(req)
+    df = rows.frame()
+    assert list(df.columns) == rec_mod.REQUEST_COLUMNS + ["tenant"]
+    for name in df.columns:
+        assert df[name][0] == getattr(req, name), name
