@@ -195,12 +195,15 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return None
 
     def _need(self, request, held_tokens, after) -> int:
-        need = self._extra_blocks(held_tokens, after)
-        if request not in self._tables:
-            lk = self._pending(request, held_tokens)
-            if lk is not None:
-                need += lk[2] + lk[3]
-        return need
+        lk = None if request in self._tables else self._pending(request, held_tokens)
+        return self._blocks_taken(self._extra_blocks(held_tokens, after), lk)
+
+    @staticmethod
+    def _blocks_taken(extra: int, lk) -> int:
+        """Free blocks an allocation takes: its ``extra`` new blocks, plus, for a request's
+        first allocation after its lookup ``lk`` (None: no lookup pending), the evictable GPU
+        hits the lookup found (they leave the LRU) and its host hits (loaded into new blocks)."""
+        return extra if lk is None else extra + lk[2] + lk[3]
 
     def _reference(self, C: BlockChain, hit: int, met: list) -> None:
         """Take the hit on blocks ``[0, hit)`` of ``C`` (all on the GPU or the host): cached
@@ -279,7 +282,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         extra = self._extra_blocks(held_tokens, num_kv_tokens_after)
         table = self._tables.get(request)
         lk = None if table is not None else self._pending(request, held_tokens)
-        need = extra if lk is None else extra + lk[2] + lk[3]      # (as _need)
+        need = self._blocks_taken(extra, lk)
         if need > self.num_free_blocks:
             return False
         C = self._chain_for(request)
