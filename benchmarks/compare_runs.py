@@ -144,6 +144,9 @@ def main(argv=None) -> int:
         return 0
     if args.old is None:
         ap.error("give the checkout to compare with (OLD_ROOT)")
+    for root in (args.old, args.new):
+        if not (root / "llmsim" / "__init__.py").is_file():
+            ap.error(f"{root} is not a checkout of llmsim (no llmsim/__init__.py in it)")
     import pandas as pd
     with tempfile.TemporaryDirectory() as tmp:
         outs = []

@@ -140,6 +140,9 @@ class RequestRows:
         return out
 
     def add(self, req) -> None:
+        # written out, one line per column in REQUEST_COLUMNS order: a loop over
+        # attrgetter(*names) takes 0.75 µs per request instead of 0.35 µs (≈ 1% of a chat run);
+        # tests/test_streaming.py checks every column against the field of its name
         a = self._appends
         a[0](req.request_id)
         a[1](req.arrival_s)
