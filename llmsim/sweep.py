@@ -114,15 +114,18 @@ def _scenario_source(scenario):
 
 
 def prepare_points(scenario, points: Sequence[Mapping], overrides: Sequence[str] = (),
-                   *, where: str = "--grid") -> tuple[object, list[PreparedPoint]]:
+                   *, where: str = "--grid", check_keys=None) -> tuple[object, list[PreparedPoint]]:
     """Load the base scenario (``scenario`` + ``overrides``; bad input raises) and every point
     on top of it; a point that does not load keeps its error text. Grid keys are checked against
-    the base scenario first (unknown keys raise :class:`InputError`)."""
+    the base scenario first (unknown keys raise :class:`InputError`), then by ``check_keys(keys)``
+    when given (a caller's own refusals), before any point is loaded."""
     from llmsim.scenario import load_scenario
     source, _ = _scenario_source(scenario)
     base = load_scenario(source, list(overrides))
     keys = list(dict.fromkeys(k for p in points for k in p))
     check_key_paths(base.to_dict(), keys, where=where)
+    if check_keys is not None:
+        check_keys(keys)
     prepared = []
     for i, pt in enumerate(points):
         pp = PreparedPoint(i, dict(pt), point_label(pt))
@@ -138,6 +141,16 @@ def prepare_points(scenario, points: Sequence[Mapping], overrides: Sequence[str]
             pp.error = "; ".join(p.format() for p in exc.problems)
         prepared.append(pp)
     return base, prepared
+
+
+def _refuse_seed_key(keys: Sequence[str]) -> None:
+    """The runs table has a ``seed`` column of its own (one row per seed run): the seed is not
+    a grid key."""
+    if "seed" in keys:
+        raise InputError(input_problem(
+            "the seed cannot be a grid key: each point runs `seeds` seeds derived from the "
+            "scenario's seed (--seeds N); change that with --set seed=S", where="--grid",
+            key="seed"))
 
 
 def _column_value(v):
@@ -211,12 +224,7 @@ def sweep(scenario, grid=None, *, seeds: int | Sequence[int] = 1, overrides: Seq
                                        value=confidence))
     points = normalize_grid(grid)
     grid_keys = list(dict.fromkeys(k for p in points for k in p))
-    base, prepared = prepare_points(scenario, points, overrides)
-    if "seed" in grid_keys:   # the runs table has a 'seed' column of its own (one per seed run)
-        raise InputError(input_problem(
-            "the seed cannot be a grid key: each point runs `seeds` seeds derived from the "
-            "scenario's seed (--seeds N); change that with --set seed=S", where="--grid",
-            key="seed"))
+    base, prepared = prepare_points(scenario, points, overrides, check_keys=_refuse_seed_key)
     if all(p.error for p in prepared):
         raise InputError(input_problem(
             "no grid point is a valid scenario; first error: " + prepared[0].error,

@@ -333,6 +333,24 @@ def test_sweep_api_over_the_seed_is_bad_input(tmp_path):
         sweep(str(tmp_path / "s.yaml"), {"seed": [1, 2]})
 
 
+def test_a_seed_grid_is_refused_before_its_points_load(tmp_path, monkeypatch):
+    """The base scenario's errors come first; then the seed key is refused without loading
+    the grid's points (a large grid would load for nothing)."""
+    import llmsim.scenario as scenario_module
+    from llmsim import sweep
+    from llmsim.errors import InputError
+    (tmp_path / "s.yaml").write_text(BASE)
+    loads = []
+    real = scenario_module.load_scenario
+    monkeypatch.setattr(scenario_module, "load_scenario",
+                        lambda *a, **k: loads.append(a) or real(*a, **k))
+    with pytest.raises(InputError, match="the seed cannot be a grid key"):
+        sweep(str(tmp_path / "s.yaml"), {"seed": list(range(50)), "workload.num_requests": [5]})
+    assert len(loads) == 1          # the base alone
+    with pytest.raises(InputError, match="model"):      # a bad base is reported first
+        sweep(str(tmp_path / "s.yaml"), {"seed": [1]}, overrides=["model=no-such-model"])
+
+
 def test_a_sweep_point_with_a_nan_value_says_so(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(BASE)
     rc, out, err = cli(["sweep", str(tmp_path / "s.yaml"), "--grid",
