@@ -136,6 +136,15 @@ class HostKVTier:
         """Drop the ``n`` least recently used prefix blocks, each span's top blocks first
         (the caller adjusts the free count)."""
         self._kept -= n
+        x = self._lru.head.next
+        hi = x.hi
+        if hi - x.lo > n:
+            # the common case, inline: the oldest span keeps blocks, its top n leave
+            # (SpanLRU.pop_oldest's first branch)
+            x.hi = hi - n
+            if not x.top:
+                x.top = hi
+            return
         self._lru.pop_oldest(n, self._idx)
 
     def _append(self, C: BlockChain, lo: int, hi: int) -> None:
@@ -228,7 +237,13 @@ class HostKVTier:
         Applied at the next :meth:`flush` (the next read of the tier): an offload that
         continues the one queued before it, right below it in the same chain (the GPU evicts
         a span from the top, piece by piece), joins it, so the run goes in once."""
-        self.offload_runs(((C, lo, hi),))
+        p = self._pending             # (offload_runs of one run, inline: a hot path)
+        if p:
+            last = p[-1]
+            if last[1] == hi and last[0] is C:
+                last[1] = lo
+                return
+        p.append([C, lo, hi])
 
     def offload_runs(self, runs) -> None:
         """:meth:`offload_blocks` of each ``(chain, lo, hi)`` of ``runs`` in turn (the pieces

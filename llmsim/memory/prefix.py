@@ -70,6 +70,21 @@ def prefix_block_keys(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
 
 
 # -- the manager ---------------------------------------------------------------------------
+class _RequestBlocks:
+    """What the cache keeps for one request, from its first lookup or allocation to its
+    ``free`` (one dictionary entry per request instead of one per field: the hot paths read
+    several fields at once)."""
+    __slots__ = ("chain", "table", "held", "shared", "own")
+
+    def __init__(self, chain: BlockChain):
+        self.chain = chain        # its BlockChain
+        self.table = None         # [lo, hi] ranges of its chain it references; None until
+        #                           its first allocation
+        self.held = 0             # full prompt blocks in its table
+        self.shared = 0           # blocks it references
+        self.own = None           # the span it registered last
+
+
 class PrefixCachingKVCacheManager(PagedKVCacheManager):
     enable_prefix_caching = True
 
@@ -82,11 +97,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self._lru = SpanLRU()            # unreferenced cached spans, least recently released first
         self._num_evictable = 0          # blocks in self._lru
         self._num_cached = 0             # blocks in cached spans
-        self._tables: dict = {}          # request -> [lo, hi] ranges of its chain it references
-        self._held: dict = {}            # request -> full prompt blocks in its table
-        self._shared: dict = {}          # request -> blocks it references
-        self._own: dict = {}             # request -> the span it registered last
-        self._chains: dict = {}          # request -> its BlockChain (memo)
+        self._reqs: dict = {}            # request -> _RequestBlocks
         # memoised lookup: (request, hit blocks, evictable hits, host hits, host version,
         # request.num_tokens, the GPU pieces it met [(span, lo, hi)]); _watch: (chain, last),
         # the lookup read the segments of blocks 0 … last of the chain (a change to a block
@@ -99,12 +110,21 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self.evicted_blocks = 0
 
     # -- internals ---------------------------------------------------------------------------
-    def _chain_for(self, req) -> BlockChain:
-        c = self._chains.get(req)
-        if c is None:
-            c = self._chains[req] = prefix_block_chain(req.hash_ids, req.hash_block_tokens,
-                                                       req.num_prompt_tokens, self.block_size)
-        return c
+    def _state(self, req) -> _RequestBlocks:
+        s = self._reqs.get(req)
+        if s is None:
+            s = self._reqs[req] = _RequestBlocks(prefix_block_chain(
+                req.hash_ids, req.hash_block_tokens, req.num_prompt_tokens, self.block_size))
+        return s
+
+    # views of the per-request state (tests, checks)
+    @property
+    def _tables(self) -> dict:
+        return {r: s.table for r, s in self._reqs.items() if s.table is not None}
+
+    @property
+    def _shared(self) -> dict:
+        return {r: s.shared for r, s in self._reqs.items() if s.table is not None}
 
     def _touch(self, C: BlockChain, a: int, b: int) -> None:
         """Blocks ``[a, b)`` of ``C`` changed: drop the memoised lookup if it read them."""
@@ -130,6 +150,18 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self._num_evictable -= n
         self._num_cached -= n
         self.evicted_blocks += n
+        x = self._lru.head.next
+        hi = x.hi
+        if hi - x.lo > n and self._watch is None:
+            # the common case, inline (on the Mooncake trace, with the host tier's drops:
+            # 3 of 4 calls): the oldest span keeps blocks, its top n leave (the first
+            # branch of SpanLRU.pop_oldest, without its call and list of pieces)
+            x.hi = lo = hi - n
+            if not x.top:
+                x.top = hi
+            if self._offload is not None:
+                self._offload.offload_blocks(x.chain, lo, hi)
+            return
         pieces = self._lru.pop_oldest(n, self._idx)
         if self._watch is not None:
             for C, lo, hi in pieces:
@@ -150,11 +182,15 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         step): the memo watches the segments it read and is dropped by any change to them."""
         self._settle()
         host = self._offload
-        hv = host.version if host is not None else 0     # (flushes: host._idx is read below)
+        if host is not None:
+            host.flush()                 # (host._idx is read below)
+            hv = host._version
+        else:
+            hv = 0
         lk = self._lookup
         if lk is not None and lk[0] is request and lk[4] == hv and lk[5] == request.num_tokens:
             return lk[1] * self.block_size
-        C = self._chain_for(request)
+        C = self._state(request).chain
         limit = (request.num_tokens - 1) // self.block_size
         if limit > C.end:
             limit = C.end
@@ -195,7 +231,9 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return None
 
     def _need(self, request, held_tokens, after) -> int:
-        lk = None if request in self._tables else self._pending(request, held_tokens)
+        s = self._reqs.get(request)
+        lk = None if s is not None and s.table is not None else \
+            self._pending(request, held_tokens)
         return self._blocks_taken(self._extra_blocks(held_tokens, after), lk)
 
     @staticmethod
@@ -280,14 +318,17 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
 
     def allocate_slots(self, request, held_tokens, num_kv_tokens_after):
         extra = self._extra_blocks(held_tokens, num_kv_tokens_after)
-        table = self._tables.get(request)
+        s = self._reqs.get(request)
+        table = s.table if s is not None else None
         lk = None if table is not None else self._pending(request, held_tokens)
         need = self._blocks_taken(extra, lk)
         if need > self.num_free_blocks:
             return False
-        C = self._chain_for(request)
+        if s is None:
+            s = self._state(request)
+        C = s.chain
         if table is None:
-            table = self._tables[request] = []
+            table = s.table = []
             hit = 0
             if lk is not None:
                 self._lookup = None
@@ -304,15 +345,14 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     self.pending_transfer_s += t
                 self.hit_blocks += hit - nh
                 self.host_hit_blocks += nh
-            self._shared[request] = hit
-            self._held[request] = hit
+            s.shared = s.held = hit
         self.num_free_blocks -= extra
         self._settle()
         # register the prompt blocks that become full (those not cached yet)
         full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
         if full > C.end:
             full = C.end
-        pos = self._held[request]
+        pos = s.held
         if pos < full:
             idx = self._idx
             added = -1
@@ -324,7 +364,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 hs = C.hs
                 ka = pos // st
                 kb = (full - 1) // st
-                own = self._continuing_span(request, C, pos)
+                own = self._continuing_span(s, pos)
                 cont = own is not None
                 if not cont:
                     own = BlockSpan(C, pos, full, 1)
@@ -341,7 +381,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     if cont:
                         own.hi = full
                     else:
-                        self._own[request] = own
+                        s.own = own
                     self._hold(table, C, pos, full)
                     added = full - pos
             if added < 0:
@@ -349,11 +389,11 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 while True:
                     g = idx.next_held(C, pos, full)
                     if g > pos:
-                        own = self._continuing_span(request, C, pos)
+                        own = self._continuing_span(s, pos)
                         if own is not None:
                             own.hi = g
                         else:
-                            own = self._own[request] = BlockSpan(C, pos, g, 1)
+                            own = s.own = BlockSpan(C, pos, g, 1)
                         idx.attach(own, pos, g)
                         self._hold(table, C, pos, g)
                         added += g - pos
@@ -362,16 +402,18 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     pos = idx.covered_end(C, g, full)      # cached already: private blocks
                     if pos == full:
                         break
-            self._held[request] = full
-            self._shared[request] += added
+            s.held = full
+            s.shared += added
             self._num_cached += added
         return True
 
-    def _continuing_span(self, request, C: BlockChain, pos: int):
-        """The request's own last span when it ends right at block ``pos`` of ``C`` and
-        only this request holds it (new blocks from ``pos`` on then extend it), else None."""
-        own = self._own.get(request)
-        if own is not None and own.hi == pos and own.ref == 1 and own.chain is C:
+    @staticmethod
+    def _continuing_span(s: _RequestBlocks, pos: int):
+        """The request's own last span (``s``: its state) when it ends right at block ``pos``
+        of its chain and only this request holds it (new blocks from ``pos`` on then extend
+        it), else None."""
+        own = s.own
+        if own is not None and own.hi == pos and own.ref == 1 and own.chain is s.chain:
             return own
         return None
 
@@ -387,11 +429,15 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
 
     def free(self, request, held_tokens):
         self._settle()
-        table = self._tables.pop(request, None)
-        shared = self._shared.pop(request, 0)
-        self._held.pop(request, None)
-        own = self._own.pop(request, None)
-        C = self._chains.pop(request, None)
+        s = self._reqs.pop(request, None)
+        if s is not None:
+            table = s.table
+            shared = s.shared
+            own = s.own
+            C = s.chain
+        else:
+            table = None
+            shared = 0
         if self._lookup is not None and self._lookup[0] is request:
             self._lookup = None
             self._watch = None
@@ -441,9 +487,12 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             raise AssertionError("cached/evictable block counts out of date")
         # every block is referenced by as many requests as its span's ref count says
         pieces: dict = {}
-        for req, table in self._tables.items():
-            C = self._chains[req]
-            if sum(hi - lo for lo, hi in table) != self._shared[req]:
+        for req, s in self._reqs.items():
+            table = s.table
+            if table is None:
+                continue
+            C = s.chain
+            if sum(hi - lo for lo, hi in table) != s.shared:
                 raise AssertionError(f"shared-block count of {req!r} out of date")
             for lo, hi in table:
                 pos = lo

@@ -17,7 +17,8 @@ class BlockChain:
     it. Segment ``k`` (an id that holds the last token of at least one block) covers blocks
     ``los[k] … los[k+1]-1`` — its whole id, also past the prompt — and the prompt has ``end``
     keyed blocks. Chains of the same ``geo`` (id size) cut blocks into the same segments;
-    ``step`` is the blocks per segment when that is constant (else 0)."""
+    ``step`` is the blocks per segment when that is constant (else 0; ``los`` is a list, a
+    ``range`` when ``step`` is set)."""
     __slots__ = ("hs", "los", "end", "step", "geo")
 
     def __init__(self, hs: list, los: list, end: int, step: int, geo):
@@ -62,8 +63,7 @@ def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
         step = H // block_size
         n = min(len(hash_ids), -(-nfull // step))
         hs = [h := hash((h, x)) for x in hash_ids[:n]]      # each chains the one before
-        return BlockChain(hs, list(range(0, (n + 1) * step, step)), min(nfull, n * step),
-                          step, H)
+        return BlockChain(hs, range(0, (n + 1) * step, step), min(nfull, n * step), step, H)
     hs = []
     los = []
     hi = 0

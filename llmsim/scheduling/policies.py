@@ -176,6 +176,18 @@ class TokenBudgetScheduler(Scheduler):
             n = t
         return n
 
+    def _try_prefill_chunk(self, st, n, use_watermark) -> bool:
+        if use_watermark:
+            return super()._try_prefill_chunk(st, n, use_watermark)
+        # without the watermark, allocate_slots (all or nothing, KVCacheManager contract) is
+        # its own can_allocate: one KV call per running prefill instead of two
+        req = st.req
+        held = req.num_computed_tokens
+        if self.kv.allocate_slots(req, held, held + n):
+            st.scheduled = n
+            return True
+        return False
+
     def schedule(self, now):
         npre = self._reserve_decode_blocks(now)
         if not npre and self.swapped:
@@ -204,7 +216,7 @@ class TokenBudgetScheduler(Scheduler):
             # new requests, only if nothing was preempted this step
             nseq = len(self.running)
             use_wm = bool(self.running)
-            while budget > 0 and nseq < self.max_num_seqs:
+            while budget > 0 and nseq < self.max_num_seqs and self.waiting:
                 req = self._pop_waiting_ready(now)
                 if req is None:
                     break

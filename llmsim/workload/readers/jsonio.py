@@ -14,6 +14,7 @@ from typing import Iterator
 _DEC = json.JSONDecoder()
 _WS = " \t\r\n"
 _PIECE = 1 << 16
+_EOL = ("\n", "\r\n")     # what ends a line that iter_jsonl reads (newline="")
 
 
 class JSONArrayError(ValueError):
@@ -36,9 +37,23 @@ def first_char(f) -> str:
 
 
 def iter_jsonl(f) -> Iterator[tuple[int, object]]:
+    # A line that starts with its value and ends right after it (the common case) is parsed
+    # by the C scanner that json.loads ends in, called directly, and needs no blank-line
+    # check: json.loads adds three Python calls and two regex matches per line, the check a
+    # copy of the line (together ≈ 4.5 of a Mooncake row's ≈ 7 µs). Any other line (blank,
+    # leading or trailing blanks, invalid) goes through json.loads as before, so records and
+    # errors are json.loads'.
+    scan = _DEC.scan_once
     for lineno, line in enumerate(f, 1):
         if lineno == 1:
             line = line.lstrip("\ufeff")     # a byte-order mark, as the CSV readers allow
+        try:
+            obj, end = scan(line, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end == len(line) or (end > 0 and line[end:] in _EOL):
+            yield lineno, obj
+            continue
         if not line.strip():
             continue
         try:
