@@ -5,7 +5,11 @@ Public API (imported lazily so that ``import llmsim`` stays cheap):
 """
 from __future__ import annotations
 
+from llmsim import _compiled
+
 __version__ = "0.1.0"
+#: "compiled", "pure" or "source" (compiled modules present but not used): see llmsim/_compiled.py
+BUILD = _compiled.install()
 
 _LAZY = {
     "load_scenario": ("llmsim.scenario", "load_scenario"),

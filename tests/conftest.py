@@ -4,3 +4,8 @@
 import os
 
 os.environ.setdefault("LLMSIM_CHECK_INVARIANTS", "1")
+
+
+def pytest_report_header(config):
+    import llmsim
+    return f"llmsim build: {llmsim.BUILD} (see llmsim/_compiled.py)"

@@ -196,10 +196,10 @@ def _validate(model: ModelSpec, hardware: HardwareSpec, parallel: ParallelConfig
             problems.append(input_problem("must be an integer >= 1", key=f"parallel.{key}",
                                           value=v))
     for key in ("weight_dtype", "activation_dtype", "kv_cache_dtype"):
-        v = getattr(quant, key)
-        if v not in DTYPE_BITS:
+        dv = getattr(quant, key)
+        if dv not in DTYPE_BITS:
             problems.append(input_problem(f"unknown dtype; allowed: {', '.join(DTYPE_BITS)}",
-                                          key=f"quant.{key}", value=v))
+                                          key=f"quant.{key}", value=dv))
     if problems:
         raise InputError(problems)
     H, Hkv = model.num_attention_heads, model.num_kv_heads
@@ -464,7 +464,7 @@ class CostModel:
             stage_w.append(w)
         self.stage_weight_bytes = tuple(stage_w)
         self.weights_bytes_per_gpu = max(stage_w)
-        self.weights_bytes_per_replica = tp * sum(stage_w)
+        self.weights_bytes_per_replica = tp * sum(stage_w, 0.0)   # a float start: mypyc 2.4 types sum(list[float]) as int
         self.stage_kv_bytes_per_token = tuple(n * kv_layer for n in self.stage_layers)
         self.kv_bytes_per_token = L * kv_bytes_per_token_per_layer(model, quant, 1)
         self.num_gpus = tp * pp
@@ -564,7 +564,8 @@ class CostModel:
         return tuple(bp), tuple(ics), tuple(sls)
 
     # --- special operators (per instance) ------------------------------------------------
-    def _attn_layer_s(self, ps, pt, pnc, pn2, pc, ds, dc) -> float:
+    def _attn_layer_s(self, ps: float, pt: float, pnc: float, pn2: float, pc: float, ds: float,
+                      dc: float) -> float:
         """Attention (+ MLA kv_b_proj) time of one layer."""
         a = 0.0
         if ps:
@@ -600,7 +601,7 @@ class CostModel:
         m = wm * D + am * Tk
         return t + self._glaunch + (c if c > m else m)
 
-    def _lm_s(self, S) -> float:
+    def _lm_s(self, S: float) -> float:
         """lm_head for S sampled tokens + the logits gather across tp."""
         c = (S + self._half) * self._lm_c
         m = self._lm_m0 + S * self._lm_m1

@@ -32,10 +32,13 @@ adds no process of its own (timers are SimPy timeouts with callbacks).
 """
 from __future__ import annotations
 
+import sys
 from collections import deque
+from typing import Any
 
 from llmsim.engine.network import Resource
-from llmsim.workload.request import FAILED, REJECTED
+from llmsim.engine.replica import Replica
+from llmsim.workload.request import FAILED, REJECTED, Request
 
 PENDING, MOVING, READY = "pending", "moving", "ready"
 
@@ -48,7 +51,7 @@ class Handoff:
     __slots__ = ("req", "kind", "src", "src_ve", "tokens", "last_token_s", "num_bytes", "dst",
                  "dst_ve", "transfer", "state", "created_s", "moving_s")
 
-    def __init__(self, req, kind, src, src_ve, tokens, last_token_s, num_bytes, now):
+    def __init__(self, req, kind, src, src_ve, tokens, last_token_s, num_bytes, now) -> None:
         self.req = req
         self.kind = kind
         self.src = src
@@ -56,12 +59,12 @@ class Handoff:
         self.tokens = tokens
         self.last_token_s = last_token_s
         self.num_bytes = num_bytes
-        self.dst = None
-        self.dst_ve = None
-        self.transfer = None
+        self.dst: Any = None
+        self.dst_ve: Any = None
+        self.transfer: Any = None
         self.state = PENDING
         self.created_s = now
-        self.moving_s = None
+        self.moving_s: Any = None
 
 
 STAT_KEYS = ("spot_notices", "replicas_lost", "replicas_added", "migrations",
@@ -74,7 +77,7 @@ class Cluster:
     ``recorder``, ``network``, ``topology``, ``pools`` (PoolRuntime list), ``scenario`` and
     ``new_replica(pool, index, born_s)``."""
 
-    def __init__(self, sim):
+    def __init__(self, sim) -> None:
         self.sim = sim
         self.env = sim.env
         self.router = sim.router
@@ -100,8 +103,8 @@ class Cluster:
         self.pending_up = 0             # replacements on their way
         self.affected: set = set()      # request ids whose replica was preempted or lost
         self.injectors: list = []
-        self.spot_mode = faults.spot.on_preempt if faults.spot is not None else None
-        self.churn_mode = faults.churn.on_failure if faults.churn is not None else None
+        self.spot_mode: Any = faults.spot.on_preempt if faults.spot is not None else None
+        self.churn_mode: Any = faults.churn.on_failure if faults.churn is not None else None
 
     # ------------------------------------------------------------------ membership -------
     def add_replica(self, pool, born_s: float = 0.0):
@@ -144,22 +147,22 @@ class Cluster:
                 out.append(r)
         return out
 
-    def _synced(self, replicas):
+    def _synced(self, replicas: list[Replica]) -> list[Replica]:
         """``replicas`` after each has applied the request finishes of its macro-step that are
         due by now (:meth:`Replica.sync`), so the router sees what single stepping shows."""
-        now = self.env.now
+        now: float = self.env.now
         for r in replicas:
             if r.fin_due_s <= now:
                 r.sync(now)
         return replicas
 
     # ------------------------------------------------------------------ arrivals ---------
-    def dispatch(self, req) -> None:
+    def dispatch(self, req: Request) -> None:
         """A new request arrives (called by the feeder at its arrival time)."""
         self.arrived += 1
         self._route_arrival(req)
 
-    def _route_arrival(self, req) -> None:
+    def _route_arrival(self, req: Request) -> None:
         entry = self.entry
         if not entry:
             if self.pending_up:
@@ -168,7 +171,7 @@ class Cluster:
                 self._fail(req, "no live replica to serve it (every replica able to take new "
                                 "requests was lost and none is being replaced)")
             return
-        r = self.router.choose(req, self._synced(entry))
+        r: Replica = self.router.choose(req, self._synced(entry))
         if r.handoff and self.decode_pools:
             reason = self._decode_problem(req)
             if reason is not None:
@@ -483,7 +486,7 @@ class Cluster:
     # ------------------------------------------------------------------ end of run -------
     def unfinished(self) -> list:
         """Every request still held when the run stops (each once)."""
-        out = []
+        out: list = []
         for r in self.live:
             for ve in r.engines:
                 # a static batch keeps requests that already ended in their slots: leave their
@@ -499,3 +502,36 @@ class Cluster:
             out.extend(h.req for h in r.outbound.values())
         out.extend(o[0] for o in self.orphans)
         return out
+
+
+def feed(sim: Any):
+    """The arrival process of ``sim`` (a :class:`~llmsim.engine.simulation.Simulation`): each
+    request of its workload is dispatched at its arrival time. (Here rather than in
+    simulation.py so that the compiled build compiles it with the engine: llmsim/_compiled.py.)"""
+    env = sim.env
+    cluster: Cluster = sim.cluster
+    limit = sim.scenario.simulation.duration_s
+    bar = None
+    if sim.progress:
+        from tqdm import tqdm
+        total = getattr(sim.scenario.workload, "num_requests", None)
+        bar = tqdm(total=total, unit="req", desc="simulating", file=sys.stderr,
+                   mininterval=0.5, leave=False)
+    n = 0
+    for item in sim.workload:
+        req: Request = item
+        t = req.arrival_s
+        if limit is not None and t > limit:
+            break
+        now: float = env.now
+        if t > now:
+            yield env.timeout(t - now)
+        n += 1
+        cluster.dispatch(req)
+        if bar is not None and n % 1000 == 0:
+            bar.update(1000)
+    sim.arrived = n
+    cluster.feeder_done()
+    if bar is not None:
+        bar.update(n % 1000)
+        bar.close()

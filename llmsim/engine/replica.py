@@ -29,12 +29,15 @@ Cluster hooks (issue 7; the policy lives in :mod:`llmsim.engine.cluster`):
 from __future__ import annotations
 
 import bisect
+from typing import Any
 from collections import deque
 
 import simpy
 
 from llmsim.errors import InputError, input_problem
-from llmsim.workload.request import FINISHED
+from llmsim.scheduling.base import Scheduler, SchedulerOutput
+from llmsim.scheduling.runs import DecodeRunPlan
+from llmsim.workload.request import FINISHED, Request
 
 KILL = "replica lost"     # interrupt cause that stops an engine process
 INF = float("inf")
@@ -47,16 +50,16 @@ class VirtualEngine:
     __slots__ = ("replica", "scheduler", "index", "wake", "incoming", "ready", "inflight",
                  "holding", "control")
 
-    def __init__(self, replica, scheduler, index):
+    def __init__(self, replica: Replica, scheduler: Scheduler, index: int) -> None:
         self.replica = replica
         self.scheduler = scheduler
         self.index = index
-        self.wake = None          # the event the engine sleeps on; None once woken (or running)
-        self.incoming = deque()   # hand-offs waiting for a slot and blocks here
-        self.ready = []           # hand-offs whose KV has arrived, to join at the next boundary
+        self.wake: Any = None          # the event the engine sleeps on; None once woken (or running)
+        self.incoming: deque = deque()   # hand-offs waiting for a slot and blocks here
+        self.ready: list = []           # hand-offs whose KV has arrived, to join at the next boundary
         self.inflight = 0         # hand-offs with blocks reserved here, KV on the wire
         self.holding = 0          # hand-offs whose KV this engine holds until it has moved
-        self.control = None       # a cluster request to run at the next boundary ('migrate')
+        self.control: Any = None       # a cluster request to run at the next boundary ('migrate')
 
 
 class Replica:
@@ -89,27 +92,28 @@ class Replica:
         self.alive = True
         self.accepting = True
         self.born_s = born_s
-        self.died_s = None
+        self.died_s: float | None = None
         self.outbound: dict = {}    # req -> hand-off whose KV is held here until it has moved
         self.inbound: dict = {}     # req -> hand-off whose KV is moving here
         # set by the cluster: network ports and region
-        self.region = None
-        self.port_out = None
-        self.port_in = None
+        self.region: Any = None
+        self.port_out: Any = None
+        self.port_in: Any = None
         self.fabric_latency_s = 0.0
-        self._run_proc = None
-        self._run_plan = None   # DecodeRunPlan of the macro-step in flight
-        self._run_out = None
+        self._run_proc: Any = None
+        self._run_plan: Any = None   # DecodeRunPlan of the macro-step in flight
+        self._run_out: Any = None
         self._run_k = 0         # the macro-step ends after step k ...
         self._run_a = 0         # ... and has applied steps 1..a (sync)
         self.fin_due_s = INF    # end of the first unapplied step of the run that finishes one
-        self._boundary_due = None   # (plan, j): _boundary_in_run is due at the end of step j
+        self.joinable = True    # set by the cluster: its pool can take joining contexts (not static)
+        self._boundary_due: Any = None   # (plan, j): _boundary_in_run is due at the end of step j
         self.num_arrivals = 0
         self.num_cuts = 0       # work queued here during a macro-step (sizes _run_cap)
         self.num_runs = 0
         self.engines = [VirtualEngine(self, s, i) for i, s in enumerate(schedulers)]
         # the engine every request goes to when there is one (no pipeline parallelism)
-        self._sole_engine = self.engines[0] if len(self.engines) == 1 else None
+        self._sole_engine: VirtualEngine | None = self.engines[0] if len(self.engines) == 1 else None
         if self.handoff:
             for s in schedulers:
                 s.hands_off = s.fast_hand_off
@@ -148,7 +152,7 @@ class Replica:
         # vLLM: the virtual engine with the fewest unfinished requests
         return min(self.engines, key=lambda e: e.scheduler.num_running + e.scheduler.num_waiting)
 
-    def submit(self, req) -> None:
+    def submit(self, req: Request) -> None:
         """Called at the request's arrival time."""
         req.pool = self.pool
         req.replica = self.index
@@ -241,7 +245,7 @@ class Replica:
         d = self._run_plan.durs[self._run_a]      # step _run_a + 1, in flight
         self.kv_usage_integral += (kv.num_free_blocks - before) / kv.num_blocks * d
 
-    def _collect(self, sched) -> None:
+    def _collect(self, sched: Scheduler) -> None:
         ended = sched.finished
         if not ended:
             return
@@ -328,7 +332,7 @@ class Replica:
         sched = ve.scheduler
         kv = sched.kv
         cost = self.cost
-        decode_step_s = getattr(cost, "decode_step_s", None)    # None: pipeline cost model
+        decode_step_s: Any = getattr(cost, "decode_step_s", None)    # None: pipeline cost model
         pipelined = len(self.engines) > 1
         macro = self.macro_steps and not pipelined and sched.supports_macro
         handoff = self.handoff
@@ -347,7 +351,7 @@ class Replica:
                 ve.wake = None
                 self._account_kv()
                 continue
-            now = env.now
+            now: float = env.now
             out = sched.schedule(now)
             if sched.finished:
                 self._collect(sched)
@@ -369,6 +373,7 @@ class Replica:
                 continue
             empty_in_a_row = 0
             agg = out.agg
+            dt: float
             if out.prefills or not plain_decode:
                 dt = cost.step_time_s(agg) + out.extra_s
             else:   # pure decode: the same time from the memoised decode line (~1e-15)
@@ -393,7 +398,7 @@ class Replica:
                 yield env.timeout(end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
                   and not out.extra_s):
-                t_end = self._start_run(ve, sched, out, now, dt)
+                t_end: float | None = self._start_run(ve, sched, out, now, dt)
                 while t_end is not None:
                     yield env.timeout(t_end - env.now)
                     t_end = self._continue_run(sched)   # extends the run, or ends it
@@ -416,7 +421,8 @@ class Replica:
             if now >= self._next_sample_s:
                 self._sample()
 
-    def _start_run(self, ve, sched, out, now, dt) -> float:
+    def _start_run(self, ve: VirtualEngine, sched: Scheduler, out: SchedulerOutput, now: float,
+                   dt: float) -> float:
         """Start an exact macro-step: steps run as one SimPy timeout, to the time returned
         (the engine then calls :meth:`_continue_run` when it fires).
 
@@ -444,7 +450,7 @@ class Replica:
     def _set_run_end(self) -> float:
         """The run ends with its last planned step (or the one before, when that one would
         end past the horizon); returns that end."""
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         ends = plan.ends
         k = len(ends) - 1
         if k > 1 and ends[k] >= self.horizon_s:
@@ -458,15 +464,15 @@ class Replica:
     def _update_fin_due(self) -> None:
         """``fin_due_s``: the end of the first step of the run, applied after ``_run_a`` and
         before its last step ``_run_k``, after which a request finishes (INF if none)."""
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         fins = plan.fin_steps
         i = bisect.bisect_right(fins, self._run_a)
         self.fin_due_s = plan.ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
 
-    def _continue_run(self, sched):
+    def _continue_run(self, sched: Scheduler) -> float | None:
         """The run's timeout fired at ``ends[_run_k]``: plan more steps if the plan can go on
         and nothing cut the run (returns the new end), else apply what is left (None)."""
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         if plan.open:
             k = self._run_k
             plan.extend(self._run_cap())
@@ -485,10 +491,10 @@ class Replica:
             self._sample()
         return None
 
-    def _apply_run(self, sched, k) -> None:
+    def _apply_run(self, sched: Scheduler, k: int) -> None:
         """Apply steps ``_run_a+1 .. k`` of the macro-step, the last one ending the run at
         ``ends[k]``, with the accounting single stepping would do."""
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         ends = plan.ends
         durs = plan.durs
         busy, integral = self.busy_s, self.kv_usage_integral
@@ -519,7 +525,7 @@ class Replica:
         """Apply steps ``_run_a + 1 .. j`` (``j`` < ``_run_k``) of the macro-step in flight,
         with the blocks of step ``j + 1`` reserved."""
         ve = self._run_proc
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         a = self._run_a
         sched = ve.scheduler
         self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
@@ -608,7 +614,7 @@ class Replica:
     def _interrupt_run(self, t: float) -> None:
         """An arrival at ``t`` was queued on a replica inside a macro-step: end the macro-step
         at the end of the step that contains ``t`` (never one already applied)."""
-        plan = self._run_plan
+        plan: DecodeRunPlan = self._run_plan
         ends = plan.ends
         k = self._run_k
         j = bisect.bisect_left(ends, t, self._run_a + 1, k + 1)

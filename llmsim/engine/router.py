@@ -7,13 +7,15 @@ Randomised routers draw from the ``numpy.random.Generator`` they are given (dete
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import zlib
 
 
 class RoundRobinRouter:
-    name = "round_robin"
+    name: ClassVar[str] = "round_robin"
 
-    def __init__(self, rng=None):
+    def __init__(self, rng=None) -> None:
         self._i = -1
 
     def choose(self, request, replicas):
@@ -22,9 +24,9 @@ class RoundRobinRouter:
 
 
 class RandomRouter:
-    name = "random"
+    name: ClassVar[str] = "random"
 
-    def __init__(self, rng):
+    def __init__(self, rng) -> None:
         self.rng = rng
 
     def choose(self, request, replicas):
@@ -34,9 +36,9 @@ class RandomRouter:
 class LeastOutstandingRouter:
     """Fewest outstanding requests; ties go to the lowest index (deterministic)."""
 
-    name = "least_outstanding"
+    name: ClassVar[str] = "least_outstanding"
 
-    def __init__(self, rng=None):
+    def __init__(self, rng=None) -> None:
         pass
 
     def choose(self, request, replicas):
@@ -52,9 +54,9 @@ class LeastOutstandingRouter:
 class LeastKvRouter:
     """Lowest KV-cache usage, then fewest outstanding."""
 
-    name = "least_kv"
+    name: ClassVar[str] = "least_kv"
 
-    def __init__(self, rng=None):
+    def __init__(self, rng=None) -> None:
         pass
 
     def choose(self, request, replicas):
@@ -64,9 +66,9 @@ class LeastKvRouter:
 class PowerOfTwoRouter:
     """Two replicas drawn at random; the one with fewer outstanding requests wins."""
 
-    name = "power_of_two"
+    name: ClassVar[str] = "power_of_two"
 
-    def __init__(self, rng):
+    def __init__(self, rng) -> None:
         self.rng = rng
 
     def choose(self, request, replicas):
@@ -82,9 +84,9 @@ class CapacityWeightedRouter:
     """Least outstanding work relative to capacity: minimises (outstanding+1)/capacity_weight,
     so a replica with twice the roofline capacity receives about twice the requests."""
 
-    name = "capacity_weighted"
+    name: ClassVar[str] = "capacity_weighted"
 
-    def __init__(self, rng=None):
+    def __init__(self, rng=None) -> None:
         pass
 
     def choose(self, request, replicas):
@@ -96,9 +98,9 @@ class PrefixAffinityRouter:
     the same replica (consistent by hash), unless it has more than ``slack`` times the mean
     outstanding load, in which case the least-outstanding replica serves it."""
 
-    name = "prefix_affinity"
+    name: ClassVar[str] = "prefix_affinity"
 
-    def __init__(self, rng=None, slack: float = 2.0):
+    def __init__(self, rng=None, slack: float = 2.0) -> None:
         self.slack = slack
         self._lo = LeastOutstandingRouter()
 

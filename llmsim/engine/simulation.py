@@ -20,7 +20,7 @@ import simpy
 
 from llmsim.cost import CostModel
 from llmsim.cost.memory import kv_bytes_per_token, memory_plan
-from llmsim.engine.cluster import STAT_KEYS, Cluster
+from llmsim.engine.cluster import STAT_KEYS, Cluster, feed
 from llmsim.engine.faults import FaultInjector, read_fault_trace, resolve_trace_path
 from llmsim.engine.gcpolicy import run_collection_thresholds
 from llmsim.engine.network import (Network, Topology, card_hop_coeffs,
@@ -128,7 +128,7 @@ class Simulation:
         for inj in self.cluster.injectors:
             inj.start()
         self.arrived = 0
-        self.feeder = self.env.process(self._feed())
+        self.feeder = self.env.process(feed(self))   # (in cluster.py: compiled with the engine)
 
     # ------------------------------------------------------------------ pools -----------
     def _build_pool(self, pool_cfg, sim) -> PoolRuntime:
@@ -240,34 +240,6 @@ class Simulation:
                 live_replicas=live))
 
     # ------------------------------------------------------------------ feeder ----------
-    def _feed(self):
-        env = self.env
-        dispatch = self.cluster.dispatch
-        limit = self.scenario.simulation.duration_s
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-            total = getattr(self.scenario.workload, "num_requests", None)
-            bar = tqdm(total=total, unit="req", desc="simulating", file=sys.stderr,
-                       mininterval=0.5, leave=False)
-        n = 0
-        for req in self.workload:
-            t = req.arrival_s
-            if limit is not None and t > limit:
-                break
-            now = env.now
-            if t > now:
-                yield env.timeout(t - now)
-            n += 1
-            dispatch(req)
-            if bar is not None and n % 1000 == 0:
-                bar.update(1000)
-        self.arrived = n
-        self.cluster.feeder_done()
-        if bar is not None:
-            bar.update(n % 1000)
-            bar.close()
-
     # ------------------------------------------------------------------ run -------------
     def _run_events(self) -> None:
         """Run the event loop until the scenario's end: its duration, every request ended

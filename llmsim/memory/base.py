@@ -15,14 +15,18 @@ Contract shared by every manager (DESIGN §5):
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class KVCacheManager:
-    decode_grows = False
-    enable_prefix_caching = False
-    host = None                  # HostKVTier (swap / offload) or None
-    pending_transfer_s = 0.0     # host→GPU load time the next step must pay (prefix offload)
+    decode_grows: ClassVar[bool] = False
+    enable_prefix_caching: ClassVar[bool] = False
+    host: Any = None             # HostKVTier (swap / offload) or None
+    pending_transfer_s: float = 0.0     # host→GPU load time the next step must pay (prefix offload)
 
-    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.0):
+    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.0) -> None:
         if num_blocks < 0 or block_size < 1:
             raise ValueError("num_blocks must be >= 0 and block_size >= 1")
         self.num_blocks = int(num_blocks)
@@ -64,7 +68,7 @@ class KVCacheManager:
                                  f"capacity={self.num_blocks}")
 
     # -- per-request interface (overridden) ------------------------------------------------
-    def get_computed_blocks(self, request) -> int:
+    def get_computed_blocks(self, request: Any) -> int:
         """Tokens of ``request``'s prompt already in the cache (prefix caching); 0 here."""
         return 0
 
@@ -72,16 +76,16 @@ class KVCacheManager:
         """Largest prompt+output a single request can ever hold."""
         return self.capacity_tokens
 
-    def tokens_needed(self, request) -> int:
+    def tokens_needed(self, request: Any) -> int:
         """KV tokens a request will hold at its largest (prompt + all output tokens)."""
         return request.num_prompt_tokens + request.max_tokens
 
-    def can_allocate(self, request, held_tokens: int, num_kv_tokens_after: int,
+    def can_allocate(self, request: Any, held_tokens: int, num_kv_tokens_after: int,
                      use_watermark: bool = False) -> bool:
         raise NotImplementedError
 
-    def allocate_slots(self, request, held_tokens: int, num_kv_tokens_after: int) -> bool:
+    def allocate_slots(self, request: Any, held_tokens: int, num_kv_tokens_after: int) -> bool:
         raise NotImplementedError
 
-    def free(self, request, held_tokens: int) -> None:
+    def free(self, request: Any, held_tokens: int) -> None:
         raise NotImplementedError

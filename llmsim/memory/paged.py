@@ -6,23 +6,28 @@ may keep ``watermark`` of the blocks free (vLLM's watermark) to avoid immediate 
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from mypy_extensions import mypyc_attr
 from llmsim.memory.base import KVCacheManager
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PagedKVCacheManager(KVCacheManager):
-    decode_grows = True
+    decode_grows: ClassVar[bool] = True
 
     def _extra_blocks(self, held_tokens: int, after_tokens: int) -> int:
         bs = self.block_size
         return (held_tokens // -bs) - (after_tokens // -bs)     # ceil(after/bs) - ceil(held/bs)
 
-    def can_allocate(self, request, held_tokens, num_kv_tokens_after, use_watermark=False):
+    def can_allocate(self, request: Any, held_tokens: int, num_kv_tokens_after: int,
+                     use_watermark: bool = False) -> bool:
         need = self._extra_blocks(held_tokens, num_kv_tokens_after)
         reserve = self.watermark_blocks if use_watermark else 0
         return self.num_free_blocks - need >= reserve
 
-    def allocate_slots(self, request, held_tokens, num_kv_tokens_after):
+    def allocate_slots(self, request: Any, held_tokens: int, num_kv_tokens_after: int) -> bool:
         return self.allocate_blocks(self._extra_blocks(held_tokens, num_kv_tokens_after))
 
-    def free(self, request, held_tokens):
+    def free(self, request: Any, held_tokens: int) -> None:
         self.free_blocks(self.blocks_for(held_tokens))

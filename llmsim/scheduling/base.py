@@ -25,15 +25,19 @@ decoding request, grouped by the time of the request's previous token (``itl.add
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import bisect
 import heapq
 from itertools import accumulate, cycle, islice
 from operator import mul
+from mypy_extensions import mypyc_attr
 
 from llmsim.cost.types import BatchAggregates
+from llmsim.memory.base import KVCacheManager
 from llmsim.scheduling.queue import make_queue
 from llmsim.scheduling.runs import DecodeRunPlan, blocks_reserved
-from llmsim.workload.request import FINISHED, REJECTED
+from llmsim.workload.request import FINISHED, REJECTED, Request
 
 PREFILL = 0
 DECODE = 1
@@ -46,7 +50,7 @@ class SeqState:
     __slots__ = ("req", "phase", "d0", "c0", "g0", "capped", "active", "last_token_s",
                  "bphase", "scheduled", "nblocks", "fkey")
 
-    def __init__(self, req):
+    def __init__(self, req: Request) -> None:
         self.req = req
         self.phase = PREFILL
         self.d0 = 0
@@ -54,11 +58,11 @@ class SeqState:
         self.g0 = 0
         self.capped = False
         self.active = True
-        self.last_token_s = None
+        self.last_token_s: float | None = None
         self.bphase = 0
         self.scheduled = 0     # prefill tokens allocated for the step being scheduled
         self.nblocks = 0       # KV blocks held, where tracked per request (swap-in, speculative)
-        self.fkey = None       # its entry's (key, seq) in the finish list while it decodes
+        self.fkey: tuple[int, int] | None = None       # its entry's (key, seq) in the finish list while it decodes
 
 
 class SchedulerOutput:
@@ -67,7 +71,8 @@ class SchedulerOutput:
 
     __slots__ = ("prefills", "num_decodes", "agg", "num_preempted", "extra_s")
 
-    def __init__(self, prefills, num_decodes, agg, num_preempted=0, extra_s=0.0):
+    def __init__(self, prefills: list[tuple[SeqState, int]], num_decodes: int, agg: Any,
+                 num_preempted: int = 0, extra_s: float = 0.0) -> None:
         self.prefills = prefills
         self.num_decodes = num_decodes
         self.agg = agg
@@ -93,6 +98,7 @@ class NullItl:
         pass
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Scheduler:
     """Base class: waiting queue, running set, implicit decode progress, preemption.
 
@@ -113,53 +119,53 @@ class Scheduler:
     the hit and prompt tokens of first admissions).
     """
 
-    name = "base"
-    supports_macro = True   # the engine may batch identical decode steps (see run_decode_steps)
+    name: ClassVar[str] = "base"
+    supports_macro: ClassVar[bool] = True   # the engine may batch identical decode steps (see run_decode_steps)
     # macro-steps may run through finishes (a finisher leaves the batch; False for static
     # batching, whose finished requests keep their slot until the whole batch is done)
-    spans_finishes = True
+    spans_finishes: ClassVar[bool] = True
     # a prefill-role replica may skip the decode group for contexts it hands off at once
     # (False where joining the group does more than the aggregates: speculative decoding)
-    fast_hand_off = True
+    fast_hand_off: ClassVar[bool] = True
 
     def __init__(self, kv, *, max_num_seqs=256, max_num_batched_tokens=8192,
                  enable_chunked_prefill=False, preemption_mode="recompute",
                  scheduling_policy="fcfs", sliding_window=None, max_model_len=None,
-                 max_queue_len=None, request_timeout_s=None, itl=None, length_key=None):
+                 max_queue_len=None, request_timeout_s=None, itl=None, length_key=None) -> None:
         if max_num_batched_tokens < max_num_seqs and self.name in ("sarathi", "orca"):
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
-        self.kv = kv
-        self.block_size = kv.block_size
-        self.max_num_seqs = max_num_seqs
-        self.max_num_batched_tokens = max_num_batched_tokens
+        self.kv: KVCacheManager = kv
+        self.block_size: int = kv.block_size
+        self.max_num_seqs: int = max_num_seqs
+        self.max_num_batched_tokens: int = max_num_batched_tokens
         self.enable_chunked_prefill = enable_chunked_prefill
         self.preemption_mode = preemption_mode
-        self.window = sliding_window
+        self.window: int | None = sliding_window
         # set by a prefill-role replica (when fast_hand_off): contexts whose prefill
         # completes skip the decode group, as the replica detaches them at once
         self.hands_off = False
         self.max_model_len = max_model_len
         self.max_queue_len = max_queue_len
         self.request_timeout_s = request_timeout_s
-        self.itl = itl or NullItl()
-        self.waiting = make_queue(scheduling_policy, length_key)
-        self.swapped = make_queue(scheduling_policy, length_key)   # KV in the host tier
+        self.itl: Any = itl or NullItl()
+        self.waiting: Any = make_queue(scheduling_policy, length_key)
+        self.swapped: Any = make_queue(scheduling_policy, length_key)   # KV in the host tier
         self._swap_last_token: dict = {}  # swapped request -> time of its last token (or None)
         self._by_priority = scheduling_policy == "priority"
         self._pending_extra_s = 0.0      # swap time the next non-empty step pays
-        self.running: dict = {}          # Request -> SeqState, admission order
-        self.prefilling: dict = {}       # subset of running still in prefill, admission order
-        self.finished: list = []         # finished/rejected since last drain
+        self.running: dict[Request, SeqState] = {}          # Request -> SeqState, admission order
+        self.prefilling: dict[Request, SeqState] = {}       # subset of running still in prefill, admission order
+        self.finished: list[Request] = []         # finished/rejected since last drain
         # implicit decode state
         self.D = 0
         self.nd = 0
         self.n_capped = 0
         self.K = 0
-        self._finish_list: list = []
-        self._phase_count = [0] * kv.block_size   # decoders per block-boundary phase
-        self._window_heap: list = []
+        self._finish_list: list[tuple[int, int, SeqState]] = []
+        self._phase_count: list[int] = [0] * kv.block_size   # decoders per block-boundary phase
+        self._window_heap: list[tuple[int, int, SeqState]] = []
         self._hseq = 0
-        self._joined: dict = {}          # last_token_s -> count, decoders not yet decoded
+        self._joined: dict[float, int] = {}          # last_token_s -> count, decoders not yet decoded
         self._padding = 0                # finished decoders still costed in the batch (static)
         self._last_decode_end_s = 0.0
         self._decode_reserved = 0        # 1 while decoders hold the slot of the step scheduled
@@ -190,7 +196,7 @@ class Scheduler:
                     f"{self.max_num_batched_tokens} with chunked prefill off")
         return None
 
-    def add_request(self, req, now: float) -> bool:
+    def add_request(self, req: Request, now: float) -> bool:
         """Queue a new request. Returns False (and records it rejected) if it can never run or
         the admission limit is reached."""
         reason = self.admission_problem(req)
@@ -203,7 +209,7 @@ class Scheduler:
         self.waiting.push(req)
         return True
 
-    def _reject(self, req, now, reason):
+    def _reject(self, req: Request, now: float, reason: str) -> None:
         req.status = REJECTED
         req.reason = reason
         req.finish_s = now
@@ -221,7 +227,7 @@ class Scheduler:
         """Requests queued: waiting to start (or to be recomputed) and swapped out."""
         return len(self.waiting) + len(self.swapped)
 
-    def _pop_waiting_ready(self, now):
+    def _pop_waiting_ready(self, now: float) -> Request | None:
         """Next waiting request (peek) after dropping timed-out ones, or None."""
         w = self.waiting
         while w:
@@ -236,11 +242,11 @@ class Scheduler:
         return None
 
     # ------------------------------------------------------------------ decode state ---
-    def _push(self, heap, key, st):
+    def _push(self, heap: list[tuple[int, int, SeqState]], key: int, st: SeqState) -> None:
         self._hseq += 1
         heapq.heappush(heap, (key, self._hseq, st))
 
-    def _join_decode(self, st, now, last_token_s=None):
+    def _join_decode(self, st: SeqState, now: float, last_token_s: float | None = None) -> None:
         """Move a request whose prefill just completed (and sampled) into the decode group
         (``last_token_s``: time of its last token when it is not ``now``, for a request swapped
         back in)."""
@@ -283,13 +289,13 @@ class Scheduler:
         """Add an uncapped decoder joining at counter D with context c0 to the Σ-context sums."""
         self.K += c0 - D
 
-    def _track_blocks(self, st) -> None:
+    def _track_blocks(self, st: SeqState) -> None:
         """Register a new decoder's KV block boundaries (paged KV): by phase, see
         :meth:`_reserve_decode_blocks`."""
         st.bphase = b = (st.d0 + (-st.c0) % self.block_size) % self.block_size
         self._phase_count[b] += 1
 
-    def _leave_decode(self, st):
+    def _leave_decode(self, st: SeqState) -> None:
         """Remove a decoder from the aggregates and materialise its counters on the request."""
         req = st.req
         k = self.D - st.d0
@@ -310,7 +316,7 @@ class Scheduler:
         else:
             self.K -= st.c0 - st.d0
         if k == 0:  # joined since the last decode step: still in the joined group
-            t = st.last_token_s
+            t: Any = st.last_token_s
             c = self._joined[t] - 1
             if c:
                 self._joined[t] = c
@@ -324,10 +330,10 @@ class Scheduler:
         D = self.D
         s = self.K + (self.nd - self.n_capped) * D
         if self.n_capped:
-            s += self.n_capped * self.window
+            s += self.n_capped * self.window  # type: ignore[operator]  # set when capped
         return s
 
-    def _reserve_decode_blocks(self, now) -> int:
+    def _reserve_decode_blocks(self, now: float) -> int:
         """Allocate the blocks decoders need this step, preempting from the tail of the running
         set until they fit. Returns the number of preemptions.
 
@@ -351,12 +357,12 @@ class Scheduler:
         return npre
 
     # ------------------------------------------------------------------ state changes --
-    def _held_tokens(self, st) -> int:
+    def _held_tokens(self, st: SeqState) -> int:
         if st.phase == DECODE:
             return st.c0 + (self.D - st.d0)
         return st.req.num_computed_tokens
 
-    def _remove_running(self, st):
+    def _remove_running(self, st: SeqState) -> None:
         st.active = False
         req = st.req
         held = st.scheduled
@@ -369,7 +375,7 @@ class Scheduler:
         self.kv.free(req, req.num_computed_tokens + held)
         st.scheduled = 0
 
-    def _victim(self):
+    def _victim(self) -> SeqState:
         """SeqState to preempt: the last admitted, or with the priority policy the running
         request with the largest (priority, arrival) (the last admitted among ties)."""
         if self._by_priority:
@@ -377,7 +383,7 @@ class Scheduler:
                        key=lambda s: (s.req.priority, s.req.arrival_s))
         return self.running[next(reversed(self.running))]
 
-    def _preempt(self, st, now):
+    def _preempt(self, st: SeqState, now: float) -> None:
         """Preempt by swap (``preemption_mode`` 'swap' and room in the host tier) or by
         recompute: drop the KV, back to the head of the waiting queue; the next prefill
         recomputes prompt + generated tokens."""
@@ -393,7 +399,7 @@ class Scheduler:
         self.waiting.push_front(req)
 
     # ------------------------------------------------------------------ swap -------------
-    def _swap_out(self, st) -> bool:
+    def _swap_out(self, st: SeqState) -> bool:
         """Copy the victim's computed KV to the host tier and free its GPU blocks; False (and
         nothing changed) when there is no host tier, nothing to copy, or no room."""
         host = self.kv.host
@@ -417,7 +423,7 @@ class Scheduler:
         self.swapped.push_front(req)
         return True
 
-    def _swap_in(self, now, use_watermark=True) -> int:
+    def _swap_in(self, now: float, use_watermark: bool = True) -> int:
         """Bring swapped requests back (queue order) while they fit in ``max_num_seqs`` and the
         free blocks; a decoder rejoins the decode group at once (its slot for this step
         included), a request swapped mid-prefill continues with its next chunk. Returns the
@@ -460,13 +466,13 @@ class Scheduler:
         return 1
 
     # ------------------------------------------------------------------ prefix hits ------
-    def _lookup_prefix(self, req) -> int:
+    def _lookup_prefix(self, req: Request) -> int:
         """Prefix-cache hit tokens for a waiting request (0 without prefix caching)."""
         if req.num_computed_tokens or not self.kv.enable_prefix_caching:
             return 0
         return self.kv.get_computed_blocks(req)
 
-    def _admit_waiting(self, req, hit, n, now) -> SeqState:
+    def _admit_waiting(self, req: Request, hit: int, n: int, now: float) -> SeqState:
         """Pop ``req`` (the head of the waiting queue), start it at its prefix hit of ``hit``
         tokens and allocate a first chunk of ``n`` tokens (the caller checked
         ``kv.can_allocate(req, hit, hit + n)``)."""
@@ -483,14 +489,14 @@ class Scheduler:
         st.scheduled = n
         return st
 
-    def _finish(self, req, now):
+    def _finish(self, req: Request, now: float) -> None:
         req.status = FINISHED
         req.finish_s = now
         self.num_finished += 1
         self.finished.append(req)
 
     # ------------------------------------------------------------------ prefill admission
-    def _admit(self, req, now) -> SeqState:
+    def _admit(self, req: Request, now: float) -> SeqState:
         st = SeqState(req)
         self.running[req] = st
         self.prefilling[req] = st
@@ -498,7 +504,7 @@ class Scheduler:
             req.first_scheduled_s = now
         return st
 
-    def _try_prefill_chunk(self, st, n, use_watermark) -> bool:
+    def _try_prefill_chunk(self, st: SeqState, n: int, use_watermark: bool) -> bool:
         req = st.req
         held = req.num_computed_tokens
         if not self.kv.can_allocate(req, held, held + n, use_watermark):
@@ -508,7 +514,8 @@ class Scheduler:
             return True
         return False
 
-    def _make_output(self, prefills, num_decodes, npre):
+    def _make_output(self, prefills: list[tuple[SeqState, int]], num_decodes: int,
+                     npre: int) -> SchedulerOutput:
         """Build the SchedulerOutput and its aggregates from explicit prefill chunks and the
         implicit decode group."""
         ps = pt = pnc = pn2 = pc = sampled = 0
@@ -532,7 +539,8 @@ class Scheduler:
             agg = BatchAggregates(ps, pt, pnc, pn2, pc, 0, 0, sampled)
         return self._output(prefills, num_decodes, agg, npre)
 
-    def _output(self, prefills, num_decodes, agg, npre) -> SchedulerOutput:
+    def _output(self, prefills: list[tuple[SeqState, int]], num_decodes: int, agg: Any,
+                npre: int) -> SchedulerOutput:
         """The SchedulerOutput, charged with the pending host-transfer time (swap, prefix
         loads) unless it is empty (then the time waits for the next step)."""
         out = SchedulerOutput(prefills, num_decodes, agg, npre)
@@ -560,7 +568,7 @@ class Scheduler:
             if req.num_computed_tokens >= req.num_tokens:
                 self._sample_after_prefill(st, now)
 
-    def _advance_decodes(self, now):
+    def _advance_decodes(self, now: float) -> None:
         itl = self.itl
         joined = self._joined
         live = self.nd - self._padding
@@ -598,14 +606,15 @@ class Scheduler:
                 self._on_decode_finished(st, now)
 
     # ------------------------------------------------------------------ macro-steps ----
-    def plan_decode_run(self, now: float, t1: float, limit_s: float, pieces_of,
+    def plan_decode_run(self, now: float, t1: float, limit_s: float, pieces_of: Any,
                         span: bool) -> DecodeRunPlan:
         """An exact macro-step starting with the step just scheduled (from ``now`` to
         ``t1``); see :class:`~llmsim.scheduling.runs.DecodeRunPlan` (the caller extends it)."""
         return DecodeRunPlan(self, now, t1, limit_s, pieces_of, span)
 
-    def run_decode_steps(self, ends, durs, fin_steps, a: int, m: int, busy_s: float,
-                         kv_integral: float) -> tuple:
+    def run_decode_steps(self, ends: list[float], durs: list[float], fin_steps: list[int],
+                         a: int, m: int, busy_s: float,
+                         kv_integral: float) -> tuple[float, float]:
         """Steps ``a+1 .. m`` of a planned macro-step (:meth:`plan_decode_run`), each as one
         ``update_from_output`` (ITL, tokens, finishes at ``ends[i]``) followed by the
         ``schedule`` of the next decode-only step (its blocks reserved), on a state that has
@@ -675,7 +684,7 @@ class Scheduler:
                 D += n
                 self._decode_reserved = 1
             else:
-                integ += u * sum(durs[i - 1:y])
+                integ += u * sum(durs[i - 1:y], 0.0)   # a float start: mypyc 2.4 types sum(list[float]) as int
                 D += n
             i = y + 1
         kv.num_free_blocks = nb - u
@@ -683,11 +692,11 @@ class Scheduler:
         self._last_decode_end_s = ends[m]
         return busy_s + (ends[m] - ends[a]), kv_integral + integ / nb
 
-    def _on_decode_finished(self, st, now):
+    def _on_decode_finished(self, st: SeqState, now: float) -> None:
         self._remove_running(st)
         self._finish(st.req, now)
 
-    def _sample_after_prefill(self, st, now):
+    def _sample_after_prefill(self, st: SeqState, now: float) -> None:
         """The prefill reached the last known token: one token is sampled."""
         req = st.req
         req.num_output_tokens += 1
@@ -752,12 +761,12 @@ class Scheduler:
         st.scheduled = 0
         return req.num_computed_tokens, st.last_token_s
 
-    def release_kv(self, req, num_kv_tokens: int) -> None:
+    def release_kv(self, req: Request, num_kv_tokens: int) -> None:
         """Free the KV blocks of a request detached with :meth:`detach_running` (or reserved
         with :meth:`reserve_prefilled` whose transfer was abandoned)."""
         self.kv.free(req, num_kv_tokens)
 
-    def reserve_prefilled(self, req, num_kv_tokens: int, num_pending: int = 0) -> bool:
+    def reserve_prefilled(self, req: Request, num_kv_tokens: int, num_pending: int = 0) -> bool:
         """Reserve room for a request whose context (``num_kv_tokens`` KV tokens) was computed
         elsewhere and is about to be copied here: a sequence slot (``num_pending`` counts slots
         already promised to other incoming requests) and the KV blocks (admission watermark
@@ -769,7 +778,7 @@ class Scheduler:
             return False
         return self.kv.allocate_slots(req, 0, num_kv_tokens)
 
-    def join_prefilled(self, req, last_token_s: float) -> None:
+    def join_prefilled(self, req: Request, last_token_s: float) -> None:
         """The context reserved with :meth:`reserve_prefilled` has arrived: ``req`` joins the
         decode group at once (no prefill here). Its next token's inter-token gap counts from
         ``last_token_s`` (the token sampled on the sending replica), so the transfer delays

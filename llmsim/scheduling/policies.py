@@ -24,24 +24,28 @@ prefix caching (:meth:`~llmsim.scheduling.base.Scheduler._admit_waiting`).
 """
 from __future__ import annotations
 
-from llmsim.scheduling.base import DECODE, Scheduler
+from typing import ClassVar
+
+from mypy_extensions import mypyc_attr
+from llmsim.scheduling.base import DECODE, Scheduler, SchedulerOutput, SeqState
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StaticScheduler(Scheduler):
-    name = "static"
-    spans_finishes = False
+    name: ClassVar[str] = "static"
+    spans_finishes: ClassVar[bool] = False
 
-    def __init__(self, kv, **kw):
-        super().__init__(kv, **kw)
+    def __init__(self, kv, **kw) -> None:
+        Scheduler.__init__(self, kv, **kw)   # not super(): mypyc 2.4 passes **kw wrongly through it
         self._live = 0
 
-    def schedule(self, now):
+    def schedule(self, now: float) -> SchedulerOutput:
         if self.running:
             npre = self._reserve_decode_blocks(now)
             if npre:   # pragma: no cover - admission reserved the batch's whole growth
                 raise AssertionError("static batch ran out of KV blocks")
             return self._make_output([], self.nd, 0)
-        prefills = []
+        prefills: list[tuple[SeqState, int]] = []
         budget = self.max_num_batched_tokens
         used = 0
         kv = self.kv
@@ -71,7 +75,7 @@ class StaticScheduler(Scheduler):
         self._live = len(prefills)
         return self._make_output(prefills, 0, 0)
 
-    def _on_decode_finished(self, st, now):
+    def _on_decode_finished(self, st: SeqState, now: float) -> None:
         req = st.req
         k = self.D - st.d0
         req.num_computed_tokens = st.c0 + k
@@ -82,14 +86,14 @@ class StaticScheduler(Scheduler):
         if self._live == 0:
             self._end_batch()
 
-    def _sample_after_prefill(self, st, now):
+    def _sample_after_prefill(self, st: SeqState, now: float) -> None:
         super()._sample_after_prefill(st, now)
         if st.req.status is not None:      # finished at its first token
             self._live -= 1
             if self._live == 0:
                 self._end_batch()
 
-    def _end_batch(self):
+    def _end_batch(self) -> None:
         """The whole batch is done: release every slot (finished requests held theirs and,
         with paged KV, kept growing as padding until now)."""
         for req, st in self.running.items():
@@ -105,46 +109,48 @@ class StaticScheduler(Scheduler):
         self._joined.clear()
 
 
-class _PromptAdmission(Scheduler):
-    """Admission of whole prompts from the waiting queue (shared by orca and vllm)."""
+def _admit_whole_prompts(self: Scheduler, now: float, budget: int, nseq: int,
+                         prefills: list[tuple[SeqState, int]]) -> list[tuple[SeqState, int]]:
+    """Admission of whole prompts from the waiting queue (shared by orca and vllm; a function,
+    not a mixin: a mypyc native class takes one base)."""
+    use_wm = bool(self.running)
+    used = 0
+    while nseq < self.max_num_seqs and self.waiting:
+        req = self._pop_waiting_ready(now)
+        if req is None:
+            break
+        hit = self._lookup_prefix(req)
+        n = req.num_tokens - req.num_computed_tokens - hit
+        # a prompt over the budget (a recomputed long request) may run alone
+        if used + n > budget and (prefills or self.running):
+            break
+        if not self.kv.can_allocate(req, hit, hit + n, use_wm):
+            break
+        prefills.append((self._admit_waiting(req, hit, n, now), n))
+        used += n
+        nseq += 1
+        use_wm = True
+    return prefills
 
-    def _admit_whole_prompts(self, now, budget, nseq, prefills):
-        use_wm = bool(self.running)
-        used = 0
-        while nseq < self.max_num_seqs and self.waiting:
-            req = self._pop_waiting_ready(now)
-            if req is None:
-                break
-            hit = self._lookup_prefix(req)
-            n = req.num_tokens - req.num_computed_tokens - hit
-            # a prompt over the budget (a recomputed long request) may run alone
-            if used + n > budget and (prefills or self.running):
-                break
-            if not self.kv.can_allocate(req, hit, hit + n, use_wm):
-                break
-            prefills.append((self._admit_waiting(req, hit, n, now), n))
-            used += n
-            nseq += 1
-            use_wm = True
-        return prefills
 
+@mypyc_attr(allow_interpreted_subclasses=True)
+class OrcaScheduler(Scheduler):
+    name: ClassVar[str] = "orca"
 
-class OrcaScheduler(_PromptAdmission):
-    name = "orca"
-
-    def schedule(self, now):
+    def schedule(self, now: float) -> SchedulerOutput:
         npre = self._reserve_decode_blocks(now)
         if not npre and self.swapped:
             self._swap_in(now)
         nd = self.nd
-        prefills = []
+        prefills: list[tuple[SeqState, int]] = []
         if not npre:
-            self._admit_whole_prompts(now, self.max_num_batched_tokens
+            _admit_whole_prompts(self, now, self.max_num_batched_tokens
                                       - nd * self._decode_slot_tokens(),
                                       len(self.running), prefills)
         return self._make_output(prefills, nd, npre)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TokenBudgetScheduler(Scheduler):
     """The unified token-budget step (DESIGN §6; vLLM v1, Sarathi-Serve).
 
@@ -160,13 +166,13 @@ class TokenBudgetScheduler(Scheduler):
     ``max_num_seqs``. Under speculative decoding a decoder takes ``k + 1`` budget tokens.
     """
 
-    name = "token_budget"
+    name: ClassVar[str] = "token_budget"
 
-    def __init__(self, kv, long_prefill_token_threshold=0, **kw):
-        super().__init__(kv, **kw)
-        self.long_prefill_token_threshold = long_prefill_token_threshold
+    def __init__(self, kv, long_prefill_token_threshold=0, **kw) -> None:
+        Scheduler.__init__(self, kv, **kw)
+        self.long_prefill_token_threshold: int = long_prefill_token_threshold
 
-    def _chunk(self, remaining, budget, alone=False):
+    def _chunk(self, remaining: int, budget: int, alone: bool = False) -> int:
         """Tokens a prefill with ``remaining`` tokens gets from ``budget`` (0: none)."""
         if not self.enable_chunked_prefill:
             return remaining if remaining <= budget or alone else 0
@@ -176,7 +182,7 @@ class TokenBudgetScheduler(Scheduler):
             n = t
         return n
 
-    def _try_prefill_chunk(self, st, n, use_watermark) -> bool:
+    def _try_prefill_chunk(self, st: SeqState, n: int, use_watermark: bool) -> bool:
         if use_watermark:
             return super()._try_prefill_chunk(st, n, use_watermark)
         # without the watermark, allocate_slots (all or nothing, KVCacheManager contract) is
@@ -188,12 +194,12 @@ class TokenBudgetScheduler(Scheduler):
             return True
         return False
 
-    def schedule(self, now):
+    def schedule(self, now: float) -> SchedulerOutput:
         npre = self._reserve_decode_blocks(now)
         if not npre and self.swapped:
             self._swap_in(now)
         budget = self.max_num_batched_tokens - self.nd * self._decode_slot_tokens()
-        prefills = []
+        prefills: list[tuple[SeqState, int]] = []
         # running requests still in prefill (chunked prefill, or swapped back in mid-prefill)
         for req, st in list(self.prefilling.items()):
             if budget <= 0:
@@ -217,9 +223,10 @@ class TokenBudgetScheduler(Scheduler):
             nseq = len(self.running)
             use_wm = bool(self.running)
             while budget > 0 and nseq < self.max_num_seqs and self.waiting:
-                req = self._pop_waiting_ready(now)
-                if req is None:
+                wreq = self._pop_waiting_ready(now)
+                if wreq is None:
                     break
+                req = wreq
                 hit = self._lookup_prefix(req)
                 n = self._chunk(req.num_tokens - hit, budget, not self.running)
                 if n <= 0 or not self.kv.can_allocate(req, hit, hit + n, use_wm):
@@ -231,30 +238,33 @@ class TokenBudgetScheduler(Scheduler):
         return self._make_output(prefills, self.nd, npre)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SarathiScheduler(TokenBudgetScheduler):
-    name = "sarathi"
+    name: ClassVar[str] = "sarathi"
 
-    def __init__(self, kv, long_prefill_token_threshold=0, **kw):
+    def __init__(self, kv, long_prefill_token_threshold=0, **kw) -> None:
         kw["enable_chunked_prefill"] = True
-        super().__init__(kv, long_prefill_token_threshold, **kw)
+        TokenBudgetScheduler.__init__(self, kv, long_prefill_token_threshold, **kw)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VllmV1Scheduler(TokenBudgetScheduler):
-    name = "vllm_v1"
+    name: ClassVar[str] = "vllm_v1"
 
-    def __init__(self, kv, long_prefill_token_threshold=0, **kw):
+    def __init__(self, kv, long_prefill_token_threshold=0, **kw) -> None:
         kw.setdefault("enable_chunked_prefill", True)
-        super().__init__(kv, long_prefill_token_threshold, **kw)
+        TokenBudgetScheduler.__init__(self, kv, long_prefill_token_threshold, **kw)
 
 
-class VllmScheduler(_PromptAdmission, TokenBudgetScheduler):
-    name = "vllm"
+@mypyc_attr(allow_interpreted_subclasses=True)
+class VllmScheduler(TokenBudgetScheduler):
+    name: ClassVar[str] = "vllm"
 
-    def schedule(self, now):
+    def schedule(self, now: float) -> SchedulerOutput:
         if self.enable_chunked_prefill:
             return TokenBudgetScheduler.schedule(self, now)
         if self.waiting and not self.swapped:
-            prefills = self._admit_whole_prompts(now, self.max_num_batched_tokens,
+            prefills = _admit_whole_prompts(self, now, self.max_num_batched_tokens,
                                                  len(self.running), [])
             if prefills:
                 return self._make_output(prefills, 0, 0)

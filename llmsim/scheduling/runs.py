@@ -28,12 +28,16 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from llmsim.scheduling.base import Scheduler, SeqState
 
 INF = float("inf")
 DECODE = 1      # SeqState.phase of a decoder (llmsim.scheduling.base.DECODE)
 
 
-def blocks_reserved(pc: list, r: int, n: int) -> int:
+def blocks_reserved(pc: list[int], r: int, n: int) -> int:
     """Blocks that ``n`` consecutive decode steps reserve when the first reserves at phase
     ``r``: step ``i`` takes ``pc[(r + i) % len(pc)]`` (decoders per block-boundary phase, see
     ``Scheduler._reserve_decode_blocks``)."""
@@ -45,18 +49,37 @@ def blocks_reserved(pc: list, r: int, n: int) -> int:
 
 
 class DecodeRunPlan:
-    __slots__ = ("ends", "durs", "fin_steps", "open", "_sched", "_pieces_of", "_limit_s",
-                 "_span", "_D0", "_Di", "_nd", "_K", "_free", "_pieces", "_upto",
-                 "_fins", "_fi")
+    ends: list[float]
+    durs: list[float]
+    fin_steps: list[int]
+    open: bool
+    _sched: Scheduler
+    _pieces_of: Callable[[int], Any]
+    _limit_s: float
+    _span: bool
+    _D0: int
+    _Di: int
+    _nd: int
+    _K: int
+    _free: int
+    _pieces: tuple[tuple[float, float, float], ...]
+    _upto: int
+    _fins: list[tuple[int, int, SeqState]]
+    _fi: int
 
-    def __init__(self, sched, now: float, t1: float, limit_s: float, pieces_of, span: bool):
+    def __init__(self, sched: Scheduler, now: float, t1: float, limit_s: float,
+                 pieces_of: Callable[[int], Any], span: bool) -> None:
         self.ends = [now, t1]
         self.durs = [t1 - now]
-        self.fin_steps: list = []
+        self.fin_steps = []
         self._sched = sched
         self._pieces_of = pieces_of
         self._limit_s = limit_s
         self.open = False
+        self._span = False
+        self._D0 = self._Di = self._nd = self._K = self._free = self._upto = self._fi = 0
+        self._pieces = ()
+        self._fins = []
         fl = sched._finish_list      # (key, seq, SeqState) sorted by key
         while fl and not (fl[0][2].active and fl[0][2].phase == DECODE):
             fl.pop(0)
@@ -68,7 +91,7 @@ class DecodeRunPlan:
         self._K = sched.K
         self._free = sched.kv.num_free_blocks
         self._pieces = pieces_of(sched.nd)
-        self._fins: list = []            # finish-list entries in key order, up to _upto
+        # self._fins: finish-list entries in key order, up to _upto
         self._fi = 0
         self._span = span and sched.spans_finishes and sched.window is None
         if self._span:

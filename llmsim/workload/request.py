@@ -9,6 +9,8 @@ generated so far; ``num_computed_tokens`` is how many of those are in the KV cac
 """
 from __future__ import annotations
 
+from typing import Any
+
 FINISHED = "finished"
 REJECTED = "rejected"
 UNFINISHED = "unfinished"
@@ -28,7 +30,7 @@ class Request:
 
     def __init__(self, request_id, arrival_s: float, num_prompt_tokens: int, max_tokens: int,
                  hash_ids=None, hash_block_tokens: int = 0, tenant: str | None = None,
-                 priority: int = 0, session_id=None, extra: dict | None = None):
+                 priority: int = 0, session_id=None, extra: dict | None = None) -> None:
         self.request_id = request_id
         self.arrival_s = arrival_s
         self.num_prompt_tokens = num_prompt_tokens
@@ -43,14 +45,14 @@ class Request:
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
         self.num_preemptions = 0
-        self.first_scheduled_s = None
-        self.first_token_s = None
-        self.finish_s = None
-        self.status = None
-        self.reason = None
-        self.pool = None
-        self.replica = None
-        self.sched = None   # scheduler-private state (set and read only by the scheduler)
+        self.first_scheduled_s: Any = None
+        self.first_token_s: Any = None
+        self.finish_s: Any = None
+        self.status: Any = None
+        self.reason: Any = None
+        self.pool: Any = None
+        self.replica: Any = None
+        self.sched: Any = None   # scheduler-private state (set and read only by the scheduler)
 
     @property
     def num_tokens(self) -> int:
