@@ -142,3 +142,17 @@ def test_an_edited_source_runs_with_a_warning(tmp_path):
     assert edited == "True" and from_py == "True"
     if llmsim.BUILD != "pure":
         assert state == "source" and "changed after the build" in done.stderr
+
+
+def test_a_request_takes_numpy_numbers_in_either_build():
+    """Typed fields of a compiled class refuse numpy ints; Request converts its counts (and
+    refuses a float count), so hand-made requests behave the same in both builds."""
+    import numpy as np
+    from llmsim.workload.request import Request
+    r = Request(0, np.float64(1.5), np.int64(7), np.int32(3), hash_block_tokens=np.int64(0),
+                priority=np.int8(1))
+    assert (r.arrival_s, r.num_prompt_tokens, r.max_tokens, r.priority) == (1.5, 7, 3, 1)
+    assert type(r.num_prompt_tokens) is int and type(r.arrival_s) is float
+    assert type(Request(1, 2, 5, 1).arrival_s) is float
+    with pytest.raises(TypeError):
+        Request(2, 0.0, 7.5, 3)

@@ -9,7 +9,8 @@ generated so far; ``num_computed_tokens`` is how many of those are in the KV cac
 """
 from __future__ import annotations
 
-from typing import Any
+from operator import index
+from typing import Any, SupportsIndex
 
 FINISHED = "finished"
 REJECTED = "rejected"
@@ -28,17 +29,20 @@ class Request:
         "pool", "replica", "sched",
     )
 
-    def __init__(self, request_id, arrival_s: float, num_prompt_tokens: int, max_tokens: int,
-                 hash_ids=None, hash_block_tokens: int = 0, tenant: str | None = None,
-                 priority: int = 0, session_id=None, extra: dict | None = None) -> None:
+    def __init__(self, request_id, arrival_s: float, num_prompt_tokens: SupportsIndex,
+                 max_tokens: SupportsIndex, hash_ids=None, hash_block_tokens: SupportsIndex = 0,
+                 tenant: str | None = None, priority: SupportsIndex = 0, session_id=None,
+                 extra: dict | None = None) -> None:
+        # the counts take any integer (numpy's too; a float is refused) and hold Python ints,
+        # the arrival a float: the same in the pure and the compiled build (llmsim/_compiled.py)
         self.request_id = request_id
-        self.arrival_s = arrival_s
-        self.num_prompt_tokens = num_prompt_tokens
-        self.max_tokens = max_tokens
+        self.arrival_s: float = float(arrival_s)
+        self.num_prompt_tokens: int = index(num_prompt_tokens)
+        self.max_tokens: int = index(max_tokens)
         self.hash_ids = hash_ids
-        self.hash_block_tokens = hash_block_tokens
+        self.hash_block_tokens: int = index(hash_block_tokens)
         self.tenant = tenant
-        self.priority = priority
+        self.priority: int = index(priority)
         self.session_id = session_id
         self.extra = extra
         self.num_output_tokens = 0
