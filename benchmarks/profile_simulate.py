@@ -4,7 +4,9 @@
 
 Prints the share of profiled time per component (SimPy kernel, engine loop, scheduler, cost
 model, workload, metrics) and the top functions by self time. The profiler inflates Python
-call costs, so read the shares, not the absolute seconds.
+call costs, so read the shares, not the absolute seconds. cProfile does not see the compiled
+build's functions (llmsim/_compiled.py): profile the pure sources with ``LLMSIM_PURE=1``, or the
+compiled build with valgrind's callgrind (``bench_instructions.py`` shows how).
 """
 from __future__ import annotations
 

@@ -35,16 +35,28 @@ def test_macro_steps_equal_single_steps(policy):
         assert_macro_equals_single(random_scenario(rng, policy))
 
 
-def test_macro_steps_with_duration_limit():
+@pytest.mark.parametrize("stop", ["duration", "no_drain"])
+def test_macro_steps_with_duration_limit(stop):
+    """A run stopped with a macro-step in flight bills the step in flight up to the stop, as
+    single stepping does (busy time and KV use: the pools' utilization and kv_usage_mean)."""
     rng = np.random.default_rng(5)
-    scn = random_scenario(rng, "vllm")
-    scn["workload"]["num_requests"] = 400
-    scn["simulation"]["duration_s"] = 7.3
-    a = simulate(scn)
-    scn["simulation"]["macro_steps"] = False
-    b = simulate(scn)
-    pd.testing.assert_frame_equal(a.requests[["request_id", "status", "num_output_tokens"]],
-                                  b.requests[["request_id", "status", "num_output_tokens"]])
+    for k in range(4):
+        scn = random_scenario(rng, "vllm")
+        scn["cluster"]["pools"][0]["replicas"] = 1
+        if stop == "duration":
+            scn["workload"]["num_requests"] = 400
+            scn["simulation"]["duration_s"] = 7.3 + 0.37 * k
+        else:
+            scn["workload"]["num_requests"] = 60
+            scn["simulation"]["drain"] = False
+        a = simulate(scn)
+        scn["simulation"]["macro_steps"] = False
+        b = simulate(scn)
+        cols = ["request_id", "status", "num_output_tokens"]
+        pd.testing.assert_frame_equal(a.requests[cols], b.requests[cols])
+        pa, pb = a.summary["pools"]["p"], b.summary["pools"]["p"]
+        for key in ("utilization", "kv_usage_mean"):
+            assert pa[key] == pytest.approx(pb[key], rel=1e-9, abs=1e-12), (k, key)
 
 
 @pytest.mark.parametrize("router", ["least_kv", "power_of_two", "capacity_weighted"])

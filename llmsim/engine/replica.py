@@ -641,7 +641,19 @@ class Replica:
 
     def trim_to(self, t: float) -> None:
         """The run stopped at ``t`` with a step in flight: take the part of it past ``t`` off
-        the busy time and the KV-use integral (a cut run never bills more than it ran)."""
+        the busy time and the KV-use integral (a cut run never bills more than it ran).
+        Inside a macro-step (after :meth:`sync` to ``t``) the step in flight was not billed
+        yet: its part before ``t`` is billed here, as :meth:`kill` does."""
+        ve = self._run_proc
+        if ve is not None:
+            plan: DecodeRunPlan = self._run_plan
+            j = self._run_a
+            if j < self._run_k and plan.ends[j] <= t:
+                d = t - plan.ends[j]            # step j + 1, in flight since ends[j]
+                kv = ve.scheduler.kv
+                self.busy_s += d
+                self.kv_usage_integral += kv.num_used_blocks / kv.num_blocks * d
+                self._busy_until_s = self._kv_t = t
         over = self._busy_until_s - t
         if over > 0:
             self.busy_s = max(0.0, self.busy_s - over)   # no negative rounding residue
