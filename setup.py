@@ -44,7 +44,11 @@ def _mypyc_extensions() -> list:
     try:
         return mypycify(["--ignore-missing-imports", "--follow-imports=silent",
                          # mypyc 2.4 stops on these notes (untyped function bodies)
-                         "--disable-error-code=annotation-unchecked", *paths], opt_level="3")
+                         "--disable-error-code=annotation-unchecked", *paths], opt_level="3",
+                        # a fixed name for the shared library (llmsim__mypyc): the default
+                        # hashes the module list, and an editable install knows only the name
+                        # it was installed with
+                        group_name="llmsim")
     except (Exception, SystemExit) as exc:      # mypyc reports type errors by exiting
         _warn(f"mypyc could not compile the hot path ({exc})")
         return []

@@ -45,6 +45,9 @@ MODULES = (
     "llmsim.metrics.recorder",
     "llmsim.workload.request",
     "llmsim.cost.roofline",
+    "llmsim.memory.prefix_spans",
+    "llmsim.memory.host",
+    "llmsim.memory.prefix",
 )
 #: written by the build next to this file: ``{module: sha256 of the .py it compiled}``
 MANIFEST = "_compiled_sources.json"

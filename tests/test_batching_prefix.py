@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import llmsim
 from llmsim.api import simulate
 from llmsim.memory import HostKVTier, PrefixCachingKVCacheManager, prefix_block_keys
 from llmsim.memory.prefix import prefix_block_chain
@@ -538,7 +539,9 @@ def test_span_evicted_piece_by_piece_leaves_the_index_once(monkeypatch):
     a2 = FakeRequest(32, [1, 2, 3, 4], 8)
     assert kv.get_computed_blocks(a2) == 12         # blocks 0 … 2, not the stale ones
     assert kv.allocate_slots(a2, 12, 32)
-    assert detached == [(3, 8)] and x.top == 0      # the stale entries went first, at once
+    # the stale entries went first, at once (the calls are seen only from the sources:
+    # compiled callers reach SpanIndex.detach natively, past the patch)
+    assert detached == ([] if llmsim.BUILD == "compiled" else [(3, 8)]) and x.top == 0
     kv.check()
     assert kv.evictable_keys() == [] and kv.num_cached_blocks == 8
     kv.free(a2, 32)

@@ -150,7 +150,7 @@ class Cluster:
     def _synced(self, replicas: list[Replica]) -> list[Replica]:
         """``replicas`` after each has applied the request finishes of its macro-step that are
         due by now (:meth:`Replica.sync`), so the router sees what single stepping shows."""
-        now: float = self.env.now
+        now: float = self.env._now   # SimPy 4: what env.now returns (see replica.py)
         for r in replicas:
             if r.fin_due_s <= now:
                 r.sync(now)
@@ -523,7 +523,7 @@ def feed(sim: Any):
         t = req.arrival_s
         if limit is not None and t > limit:
             break
-        now: float = env.now
+        now: float = env._now   # SimPy 4: what env.now returns
         if t > now:
             yield env.timeout(t - now)
         n += 1

@@ -25,6 +25,10 @@ Cluster hooks (issue 7; the policy lives in :mod:`llmsim.engine.cluster`):
 - ``kill(now)`` (spot preemption, lost peer): the steps of a macro-step that ended by ``now``
   are applied, the step in flight is abandoned, the engine processes stop and every request is
   evicted and returned to the cluster.
+
+The engine reads the simulated time as ``env._now``, the attribute SimPy 4's ``Environment.now``
+property returns: from compiled code the property costs a Python call (≈ 10 per request), the
+attribute a dict lookup. (Like :meth:`Replica._retarget`, this relies on SimPy 4's internals.)
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ import simpy
 
 from llmsim.errors import InputError, input_problem
 from llmsim.scheduling.base import Scheduler, SchedulerOutput
-from llmsim.scheduling.runs import DecodeRunPlan
+from llmsim.scheduling.runs import (DecodeRunPlan, bisect_left_float, bisect_right_float,
+                                    bisect_right_int)
 from llmsim.workload.request import FINISHED, Request
 
 KILL = "replica lost"     # interrupt cause that stops an engine process
@@ -134,7 +139,7 @@ class Replica:
     @property
     def kv_usage(self) -> float:
         if self._run_proc is not None:
-            self.sync(self.env.now)
+            self.sync(self.env._now)
         if self._sole_engine is not None:
             return self._sole_engine.scheduler.kv.usage
         used = sum(e.scheduler.kv.num_used_blocks for e in self.engines)
@@ -160,7 +165,7 @@ class Replica:
         self._account_kv()
         sched = ve.scheduler
         self.num_arrivals += 1
-        now = self.env.now
+        now = self.env._now
         if not sched.add_request(req, now):   # rejected at admission
             sched.finished.remove(req)
             self.recorder.request_ended(req)
@@ -200,7 +205,7 @@ class Replica:
         self.num_arrivals += 1
         plan = self._run_plan
         if self._run_proc is ve and plan is not None:
-            now = self.env.now
+            now = self.env._now
             j = bisect.bisect_left(plan.ends, now, self._run_a + 1, self._run_k + 1)
             if j < self._run_k:
                 due = (plan, j)
@@ -216,7 +221,7 @@ class Replica:
         wake the engine if it sleeps. An engine asleep with nothing it could run (a prefill
         replica whose hand-off has moved) is not woken: it only takes the timeline samples
         its wake-up would take."""
-        now = self.env.now
+        now = self.env._now
         if self._run_proc is not None:
             self._interrupt_run(now)
         wake = ve.wake
@@ -238,7 +243,7 @@ class Replica:
         if self._run_proc is not ve:
             sched.release_kv(req, num_kv_tokens)
             return
-        self.sync(self.env.now)
+        self.sync(self.env._now)
         kv = sched.kv
         before = kv.num_free_blocks
         sched.release_kv(req, num_kv_tokens)
@@ -261,13 +266,13 @@ class Replica:
 
     def _account_kv(self) -> None:
         """Integrate KV usage over the time since the last call (idle periods, end of run)."""
-        now = self.env.now
+        now = self.env._now
         if now > self._kv_t:
             self.kv_usage_integral += self.kv_usage * (now - self._kv_t)
             self._kv_t = now
 
     def _sample(self) -> None:
-        now = self.env.now
+        now = self.env._now
         interval = self.timeline_interval_s
         if now < self._next_sample_s:
             return
@@ -343,7 +348,7 @@ class Replica:
             if ve.incoming or ve.ready or ve.control is not None:
                 self._boundary(ve)
             if not (sched.running or sched.waiting or sched.swapped):     # has_work()
-                if env.now >= self._next_sample_s:
+                if env._now >= self._next_sample_s:
                     self._sample()
                 self._account_kv()
                 ve.wake = env.event()
@@ -351,7 +356,7 @@ class Replica:
                 ve.wake = None
                 self._account_kv()
                 continue
-            now: float = env.now
+            now: float = env._now
             out = sched.schedule(now)
             if sched.finished:
                 self._collect(sched)
@@ -400,7 +405,7 @@ class Replica:
                   and not out.extra_s):
                 t_end: float | None = self._start_run(ve, sched, out, now, dt)
                 while t_end is not None:
-                    yield env.timeout(t_end - env.now)
+                    yield env.timeout(t_end - env._now)
                     t_end = self._continue_run(sched)   # extends the run, or ends it
                 continue
             else:
@@ -410,7 +415,7 @@ class Replica:
                 self._busy_until_s = now + dt
                 self.num_steps += 1
                 yield env.timeout(dt)
-            now = env.now           # the step's end
+            now = env._now           # the step's end
             sched.update_from_output(out, now)
             if handoff and out.prefills:
                 self._hand_off(ve, out)
@@ -466,7 +471,7 @@ class Replica:
         before its last step ``_run_k``, after which a request finishes (INF if none)."""
         plan: DecodeRunPlan = self._run_plan
         fins = plan.fin_steps
-        i = bisect.bisect_right(fins, self._run_a)
+        i = bisect_right_int(fins, self._run_a, 0)
         self.fin_due_s = plan.ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
 
     def _continue_run(self, sched: Scheduler) -> float | None:
@@ -487,7 +492,7 @@ class Replica:
             sched.kv.check()
         if sched.finished:
             self._collect(sched)
-        if self.env.now >= self._next_sample_s:
+        if self.env._now >= self._next_sample_s:
             self._sample()
         return None
 
@@ -517,7 +522,7 @@ class Replica:
         which its own process applies."""
         if self._run_proc is None:
             return
-        j = bisect.bisect_right(self._run_plan.ends, now, self._run_a + 1, self._run_k) - 1
+        j = bisect_right_float(self._run_plan.ends, now, self._run_a + 1, self._run_k) - 1
         if j > self._run_a:
             self._apply_steps(j)
 
@@ -617,7 +622,7 @@ class Replica:
         plan: DecodeRunPlan = self._run_plan
         ends = plan.ends
         k = self._run_k
-        j = bisect.bisect_left(ends, t, self._run_a + 1, k + 1)
+        j = bisect_left_float(ends, t, self._run_a + 1, k + 1)
         self.num_cuts += 1
         plan.open = False      # the run ends at the end of step j: no more planning
         if j < k:
@@ -635,7 +640,7 @@ class Replica:
         proc = self.procs[0]
         old = proc._target
         old.callbacks.remove(proc._resume)
-        ev = self.env.timeout(t - self.env.now)
+        ev = self.env.timeout(t - self.env._now)
         ev.callbacks.append(proc._resume)
         proc._target = ev
 

@@ -36,21 +36,15 @@ Offloaded blocks are kept as :class:`~llmsim.memory.prefix.BlockSpan` runs of on
 """
 from __future__ import annotations
 
-from llmsim.memory.prefix import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
+from typing import Any, Optional
+
+from llmsim.memory.prefix_spans import BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans, \
     common_end, common_start
-
-
-def _flushed(field: str, doc: str) -> property:
-    """A read-only view of ``field`` that applies the queued offloads first."""
-    def get(self):
-        self.flush()
-        return getattr(self, field)
-    return property(get, doc=doc)
 
 
 class HostKVTier:
     def __init__(self, num_blocks: int, block_size: int, block_transfer_s: float,
-                 latency_s: float = 0.0):
+                 latency_s: float = 0.0) -> None:
         if num_blocks < 0 or block_size < 1 or block_transfer_s < 0 or latency_s < 0:
             raise ValueError("host tier needs num_blocks >= 0, block_size >= 1 and "
                              "non-negative transfer times")
@@ -59,11 +53,11 @@ class HostKVTier:
         self.block_transfer_s = float(block_transfer_s)
         self.latency_s = float(latency_s)
         self._free = self.num_blocks            # num_free_blocks once the pending offloads are in
-        self.swapped: dict = {}                 # request -> blocks held for it
+        self.swapped: dict[Any, int] = {}       # request -> blocks held for it
         self._lru = SpanLRU()                   # offloaded prefix spans, least recently used first
         self._idx = SpanIndex()                 # the same spans by segment
         self._kept = 0                          # offloaded prefix blocks kept
-        self._pending: list = []                # offloads not applied yet: [chain, lo, hi]
+        self._pending: list[list[Any]] = []     # offloads not applied yet: [chain, lo, hi]
         self.blocks_swapped_out = 0
         self.blocks_swapped_in = 0
         self._offloaded = 0
@@ -72,10 +66,30 @@ class HostKVTier:
         self._version = 0
 
     # -- what the pending offloads change: read through flush() ---------------------------
-    num_free_blocks = _flushed("_free", "Blocks neither swapped out nor kept.")
-    num_prefix_blocks = _flushed("_kept", "Offloaded prefix blocks kept.")
-    blocks_offloaded = _flushed("_offloaded", "Prefix blocks offloaded so far (cumulative).")
-    version = _flushed("_version", "Changes whenever the set of offloaded prefix blocks does.")
+    # (plain properties, not one factory: compiled classes take only def-declared properties)
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks neither swapped out nor kept."""
+        self.flush()
+        return self._free
+
+    @property
+    def num_prefix_blocks(self) -> int:
+        """Offloaded prefix blocks kept."""
+        self.flush()
+        return self._kept
+
+    @property
+    def blocks_offloaded(self) -> int:
+        """Prefix blocks offloaded so far (cumulative)."""
+        self.flush()
+        return self._offloaded
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the set of offloaded prefix blocks does."""
+        self.flush()
+        return self._version
 
     def flush(self) -> None:
         """Apply the offloads :meth:`offload_blocks` queued, in order. Every method that reads
@@ -99,7 +113,7 @@ class HostKVTier:
         self.flush()
         return num_blocks <= self._free + self._kept
 
-    def swap_out(self, request, num_blocks: int) -> float:
+    def swap_out(self, request: Any, num_blocks: int) -> float:
         """Hold ``num_blocks`` for ``request``; returns the transfer time. The caller checked
         ``can_swap_out``."""
         if request in self.swapped:
@@ -118,7 +132,7 @@ class HostKVTier:
         self.transfer_s += t
         return t
 
-    def swap_in(self, request) -> float:
+    def swap_in(self, request: Any) -> float:
         """Release the blocks of ``request`` (copied back to the GPU); returns the time."""
         self.flush()            # offloads queued before the release meet the tier before it
         n = self.swapped.pop(request)
@@ -128,7 +142,7 @@ class HostKVTier:
         self.transfer_s += t
         return t
 
-    def swapped_blocks(self, request) -> int:
+    def swapped_blocks(self, request: Any) -> int:
         return self.swapped[request]
 
     # -- prefix blocks: internals ----------------------------------------------------------
@@ -137,6 +151,7 @@ class HostKVTier:
         (the caller adjusts the free count)."""
         self._kept -= n
         x = self._lru.head.next
+        assert x is not None
         hi = x.hi
         if hi - x.lo > n:
             # the common case, inline: the oldest span keeps blocks, its top n leave
@@ -152,6 +167,7 @@ class HostKVTier:
         self._kept += hi - lo
         lru = self._lru
         tail = lru.head.prev
+        assert tail is not None
         if tail.lo == hi and tail is not lru.head and \
                 (tail.chain is C or common_end(tail.chain, C, lo, hi) == hi):
             tail.lo = lo                    # right below the newest span: it leaves next
@@ -182,7 +198,7 @@ class HostKVTier:
         self._version += a
         self._append(C, lo, top)
 
-    def _claim_insert(self, C: BlockChain, lo: int, hi: int, ka: int, kb: int, v) -> bool:
+    def _claim_insert(self, C: BlockChain, lo: int, hi: int, ka: int, kb: int, v: Any) -> bool:
         """:meth:`_insert` of blocks ``[lo, hi)`` of ``C`` (a ``step`` chain meeting segments
         ``ka … kb``; ``v`` is what the index lists for ``kb``) in one pass over the index:
         the span that will hold the run claims the segments first, and only when every one
@@ -197,6 +213,7 @@ class HostKVTier:
             return False
         head = self._lru.head
         tail = head.prev
+        assert tail is not None
         # the newest span survives the drops iff fewer than all kept blocks leave
         merge = tail is not head and tail.lo == hi and (short <= 0 or short < kept)
         if merge and tail.chain is not C:
@@ -245,7 +262,7 @@ class HostKVTier:
                 return
         p.append([C, lo, hi])
 
-    def offload_runs(self, runs) -> None:
+    def offload_runs(self, runs: list[tuple[BlockChain, int, int]]) -> None:
         """:meth:`offload_blocks` of each ``(chain, lo, hi)`` of ``runs`` in turn (the pieces
         :meth:`SpanLRU.pop_oldest` returns)."""
         p = self._pending
@@ -295,6 +312,7 @@ class HostKVTier:
         pos = lo
         while pos < hi:
             x = idx.find(C, C.seg(pos), pos)
+            assert x is not None
             e = common_end(C, x.chain, pos, x.hi if x.hi < hi else hi)
             idx.cut(self._lru, x, pos, e)
             pos = e
@@ -304,13 +322,13 @@ class HostKVTier:
         self.blocks_loaded += n
         self._version += n
 
-    def prefix_keys(self) -> list:
+    def prefix_keys(self) -> list[tuple[Any, int]]:
         """Offloaded blocks ``(h, j)``, least recently used first (tests and checks)."""
         self.flush()
         return [key for x in self._lru for key in x.keys()]
 
     # single blocks: block (key, 0)
-    def offload(self, key) -> bool:
+    def offload(self, key: Any) -> bool:
         """Keep one evicted prefix block; False when there is no room (the tier is full of
         swapped requests)."""
         if not self.has(key) and self._free == 0 and not self._kept:      # (has flushes)
@@ -318,10 +336,10 @@ class HostKVTier:
         self.offload_blocks(BlockChain.single(key), 0, 1)
         return True
 
-    def has(self, key) -> bool:
+    def has(self, key: Any) -> bool:
         return self.present_end(BlockChain.single(key), 0, 1) == 1
 
-    def take(self, key) -> None:
+    def take(self, key: Any) -> None:
         """A prefix block is loaded back to the GPU: it leaves the host tier."""
         self.take_blocks(BlockChain.single(key), 0, 1)
 
@@ -341,7 +359,7 @@ class HostKVTier:
 
 
 def host_tier_for(swap_space_bytes: float, block_bytes_per_gpu: float, num_gpus: int,
-                  host_link, block_size: int, num_engines: int = 1) -> HostKVTier | None:
+                  host_link: Any, block_size: int, num_engines: int = 1) -> Optional[HostKVTier]:
     """The host tier of one virtual engine of a replica, or None without swap space.
 
     A block takes ``block_bytes_per_gpu`` on each of the ``num_gpus`` GPUs of the replica, so

@@ -40,13 +40,16 @@ span would be treated differently.
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar, Optional
+
+from llmsim.memory.host import HostKVTier
 from llmsim.memory.paged import PagedKVCacheManager
 from llmsim.memory.prefix_spans import (BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans,
                                         common_end, common_start, prefix_block_chain)
 
 
-def prefix_block_keys(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
-                      block_size: int) -> list:
+def prefix_block_keys(hash_ids: Any, hash_block_tokens: int, num_prompt_tokens: int,
+                      block_size: int) -> list[tuple[int, int]]:
     """Keys of the full ``block_size``-token blocks of a prompt described by ``hash_ids`` (one
     id per ``hash_block_tokens`` tokens). Key ``j`` = (chained hash of ids ``0..m``, ``j``)
     where id ``m`` holds the block's last token; the list stops at the first block that is not
@@ -76,41 +79,46 @@ class _RequestBlocks:
     several fields at once)."""
     __slots__ = ("chain", "table", "held", "shared", "own")
 
-    def __init__(self, chain: BlockChain):
+    def __init__(self, chain: BlockChain) -> None:
         self.chain = chain        # its BlockChain
-        self.table = None         # [lo, hi] ranges of its chain it references; None until
-        #                           its first allocation
+        # [lo, hi] ranges of its chain it references; None until its first allocation
+        self.table: Optional[list[list[int]]] = None
         self.held = 0             # full prompt blocks in its table
         self.shared = 0           # blocks it references
-        self.own = None           # the span it registered last
+        self.own: Optional[BlockSpan] = None          # the span it registered last
+
+
+#: memoised lookup: (request, hit blocks, evictable hits, host hits, host version,
+#: request.num_tokens, the GPU pieces it met [(span, lo, hi)])
+_Lookup = tuple[Any, int, int, int, int, int, list[tuple[BlockSpan, int, int]]]
 
 
 class PrefixCachingKVCacheManager(PagedKVCacheManager):
-    enable_prefix_caching = True
+    enable_prefix_caching: ClassVar[bool] = True
 
-    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.0, host=None,
-                 offload: bool = False):
-        super().__init__(num_blocks, block_size, watermark=watermark)
+    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.0,
+                 host: Optional[HostKVTier] = None, offload: bool = False) -> None:
+        PagedKVCacheManager.__init__(self, num_blocks, block_size, watermark)
         self.host = host                 # HostKVTier (swap; offload target), or None
-        self._offload = host if offload else None
+        self._offload: Optional[HostKVTier] = host if offload else None
         self._idx = SpanIndex()          # cached GPU spans by segment
         self._lru = SpanLRU()            # unreferenced cached spans, least recently released first
         self._num_evictable = 0          # blocks in self._lru
         self._num_cached = 0             # blocks in cached spans
-        self._reqs: dict = {}            # request -> _RequestBlocks
+        self._reqs: dict[Any, _RequestBlocks] = {}      # request -> _RequestBlocks
         # memoised lookup: (request, hit blocks, evictable hits, host hits, host version,
         # request.num_tokens, the GPU pieces it met [(span, lo, hi)]); _watch: (chain, last),
         # the lookup read the segments of blocks 0 … last of the chain (a change to a block
         # keyed by one of their hashes drops it)
-        self._lookup = None
-        self._watch = None
+        self._lookup: Optional[_Lookup] = None
+        self._watch: Optional[tuple[BlockChain, int]] = None
         self.pending_transfer_s = 0.0
         self.hit_blocks = 0
         self.host_hit_blocks = 0
         self.evicted_blocks = 0
 
     # -- internals ---------------------------------------------------------------------------
-    def _state(self, req) -> _RequestBlocks:
+    def _state(self, req: Any) -> _RequestBlocks:
         s = self._reqs.get(req)
         if s is None:
             s = self._reqs[req] = _RequestBlocks(prefix_block_chain(
@@ -119,11 +127,11 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
 
     # views of the per-request state (tests, checks)
     @property
-    def _tables(self) -> dict:
+    def _tables(self) -> dict[Any, Any]:
         return {r: s.table for r, s in self._reqs.items() if s.table is not None}
 
     @property
-    def _shared(self) -> dict:
+    def _shared(self) -> dict[Any, int]:
         return {r: s.shared for r, s in self._reqs.items() if s.table is not None}
 
     def _touch(self, C: BlockChain, a: int, b: int) -> None:
@@ -151,6 +159,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self._num_cached -= n
         self.evicted_blocks += n
         x = self._lru.head.next
+        assert x is not None
         hi = x.hi
         if hi - x.lo > n and self._watch is None:
             # the common case, inline (on the Mooncake trace, with the host tier's drops:
@@ -174,7 +183,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return self._num_cached
 
     # -- hits ------------------------------------------------------------------------------
-    def get_computed_blocks(self, request) -> int:
+    def get_computed_blocks(self, request: Any) -> int:
         """Prompt tokens of ``request`` found in the cache (a multiple of block_size, below
         ``request.num_tokens``); no state change.
 
@@ -197,7 +206,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         idx = self._idx
         hidx = host._idx if host is not None else None
         pos = n_ev = n_host = 0
-        met = []
+        met: list[tuple[BlockSpan, int, int]] = []
         while pos < limit:
             k = C.seg(pos)
             x = idx.find(C, k, pos)
@@ -221,7 +230,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self._watch = (C, pos if pos < limit else pos - 1)
         return pos * self.block_size
 
-    def _pending(self, request, held_tokens):
+    def _pending(self, request: Any, held_tokens: int) -> Optional[_Lookup]:
         lk = self._lookup
         if lk is not None and lk[0] is request and lk[1] * self.block_size == held_tokens:
             return lk
@@ -230,20 +239,20 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                                  "without a matching get_computed_blocks")
         return None
 
-    def _need(self, request, held_tokens, after) -> int:
+    def _need(self, request: Any, held_tokens: int, after: int) -> int:
         s = self._reqs.get(request)
         lk = None if s is not None and s.table is not None else \
             self._pending(request, held_tokens)
         return self._blocks_taken(self._extra_blocks(held_tokens, after), lk)
 
     @staticmethod
-    def _blocks_taken(extra: int, lk) -> int:
+    def _blocks_taken(extra: int, lk: Optional[_Lookup]) -> int:
         """Free blocks an allocation takes: its ``extra`` new blocks, plus, for a request's
         first allocation after its lookup ``lk`` (None: no lookup pending), the evictable GPU
         hits the lookup found (they leave the LRU) and its host hits (loaded into new blocks)."""
         return extra if lk is None else extra + lk[2] + lk[3]
 
-    def _reference(self, C: BlockChain, hit: int, met: list) -> None:
+    def _reference(self, C: BlockChain, hit: int, met: list[tuple[BlockSpan, int, int]]) -> None:
         """Take the hit on blocks ``[0, hit)`` of ``C`` (all on the GPU or the host): cached
         spans gain a reference (leaving the LRU and the free count at 0), host blocks are
         loaded into new spans. ``met``: the GPU pieces ``(span, lo, hi)`` the lookup found,
@@ -274,8 +283,10 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                     self.num_free_blocks -= e - pos
                 m.ref += 1
             else:
+                assert host is not None
                 host.flush()         # (host._idx is read next)
                 x = host._idx.find(C, k, pos)
+                assert x is not None
                 e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < hit else hit))
                 host.take_blocks(C, pos, e)
                 m = BlockSpan(C, pos, e, 1)
@@ -284,7 +295,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 self._num_cached += e - pos
             pos = e
 
-    def _release(self, C: BlockChain, lo: int, hi: int, own=None) -> int:
+    def _release(self, C: BlockChain, lo: int, hi: int, own: Optional[BlockSpan] = None) -> int:
         """Blocks ``[lo, hi)`` of ``C`` lose one reference, from the top; spans left
         unreferenced join the LRU. Returns the number of blocks left unreferenced. ``own``:
         the request's own last span (or None), which needs no lookup when it ends at ``hi``."""
@@ -296,6 +307,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         while pos > lo:
             if x is None:
                 x = idx.find(C, C.seg(pos - 1), pos - 1)
+                assert x is not None
                 q = common_start(C, x.chain, x.lo if x.lo > lo else lo, pos)
             else:                               # a span of C itself
                 q = x.lo if x.lo > lo else lo
@@ -311,12 +323,13 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return freed
 
     # -- manager interface -------------------------------------------------------------------
-    def can_allocate(self, request, held_tokens, num_kv_tokens_after, use_watermark=False):
+    def can_allocate(self, request: Any, held_tokens: int, num_kv_tokens_after: int,
+                     use_watermark: bool = False) -> bool:
         need = self._need(request, held_tokens, num_kv_tokens_after)
         reserve = self.watermark_blocks if use_watermark else 0
         return self.num_free_blocks - need >= reserve
 
-    def allocate_slots(self, request, held_tokens, num_kv_tokens_after):
+    def allocate_slots(self, request: Any, held_tokens: int, num_kv_tokens_after: int) -> bool:
         extra = self._extra_blocks(held_tokens, num_kv_tokens_after)
         s = self._reqs.get(request)
         table = s.table if s is not None else None
@@ -340,6 +353,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 nh = lk[3]
                 if nh:
                     host = self._offload
+                    assert host is not None
                     t = host.transfer_time_s(nh)
                     host.transfer_s += t
                     self.pending_transfer_s += t
@@ -366,7 +380,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 kb = (full - 1) // st
                 own = self._continuing_span(s, pos)
                 cont = own is not None
-                if not cont:
+                if own is None:
                     own = BlockSpan(C, pos, full, 1)
                 # own claims the segments in one pass (undone when one is listed already);
                 # a continuing span lists segment ka already if it holds blocks of it
@@ -408,7 +422,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         return True
 
     @staticmethod
-    def _continuing_span(s: _RequestBlocks, pos: int):
+    def _continuing_span(s: _RequestBlocks, pos: int) -> Optional[BlockSpan]:
         """The request's own last span (``s``: its state) when it ends right at block ``pos``
         of its chain and only this request holds it (new blocks from ``pos`` on then extend
         it), else None."""
@@ -417,7 +431,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             return own
         return None
 
-    def _hold(self, table: list, C: BlockChain, lo: int, hi: int) -> None:
+    def _hold(self, table: list[list[int]], C: BlockChain, lo: int, hi: int) -> None:
         """The request (its block ``table``) now holds blocks ``[lo, hi)`` of ``C`` as
         cached blocks."""
         if table and table[-1][1] == lo:
@@ -427,7 +441,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         if self._watch is not None:
             self._touch(C, lo, hi)
 
-    def free(self, request, held_tokens):
+    def free(self, request: Any, held_tokens: int) -> None:
         self._settle()
         s = self._reqs.pop(request, None)
         if s is not None:
@@ -453,19 +467,19 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self.free_blocks(released)
 
     # -- views (tests, checks) ---------------------------------------------------------------
-    def _spans(self) -> list:
-        seen = {}
+    def _spans(self) -> list[BlockSpan]:
+        seen: dict[int, BlockSpan] = {}
         for v in self._idx.d.values():
-            for x in (v if v.__class__ is list else (v,)):
+            for x in (v if isinstance(v, list) else [v]):
                 seen[id(x)] = x
         return list(seen.values())
 
     @property
-    def _ref(self) -> dict:
+    def _ref(self) -> dict[Any, int]:
         """Reference count of every cached block ``(h, j)`` (a per-block view)."""
         return {key: x.ref for x in self._spans() for key in x.keys()}
 
-    def evictable_keys(self) -> list:
+    def evictable_keys(self) -> list[tuple[Any, int]]:
         """Unreferenced cached blocks ``(h, j)`` in eviction order."""
         self._settle()
         return [key for x in self._lru for key in x.keys()]
@@ -486,7 +500,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
                 len(lru) != sum(1 for x in spans if not x.ref):
             raise AssertionError("cached/evictable block counts out of date")
         # every block is referenced by as many requests as its span's ref count says
-        pieces: dict = {}
+        pieces: dict[int, list[tuple[int, int]]] = {}
         for req, s in self._reqs.items():
             table = s.table
             if table is None:
@@ -497,14 +511,14 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             for lo, hi in table:
                 pos = lo
                 while pos < hi:
-                    x = self._idx.find(C, C.seg(pos), pos)
-                    if x is None:
+                    y = self._idx.find(C, C.seg(pos), pos)
+                    if y is None:
                         raise AssertionError(f"{req!r} holds uncached block {C.key(pos)}")
-                    e = common_end(C, x.chain, pos, x.hi if x.hi < hi else hi)
-                    pieces.setdefault(id(x), []).append((pos, e))
+                    e = common_end(C, y.chain, pos, y.hi if y.hi < hi else hi)
+                    pieces.setdefault(id(y), []).append((pos, e))
                     pos = e
         for x in spans:
-            delta: dict = {}
+            delta: dict[int, int] = {}
             for lo, hi in pieces.get(id(x), ()):
                 delta[lo] = delta.get(lo, 0) + 1
                 delta[hi] = delta.get(hi, 0) - 1

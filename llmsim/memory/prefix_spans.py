@@ -9,7 +9,7 @@ the spans holding a segment. ``check_spans`` verifies them (invariant checks).
 from __future__ import annotations
 
 from bisect import bisect_right
-from itertools import repeat
+from typing import Any, Final, Iterator, Optional, Union
 
 # -- block chains ---------------------------------------------------------------------------
 class BlockChain:
@@ -17,11 +17,12 @@ class BlockChain:
     it. Segment ``k`` (an id that holds the last token of at least one block) covers blocks
     ``los[k] … los[k+1]-1`` — its whole id, also past the prompt — and the prompt has ``end``
     keyed blocks. Chains of the same ``geo`` (id size) cut blocks into the same segments;
-    ``step`` is the blocks per segment when that is constant (else 0; ``los`` is a list, a
-    ``range`` when ``step`` is set)."""
+    ``step`` is the blocks per segment when that is constant (else 0). ``hs`` holds ints
+    (chained hashes), or any hashable key for :meth:`single`."""
     __slots__ = ("hs", "los", "end", "step", "geo")
 
-    def __init__(self, hs: list, los: list, end: int, step: int, geo):
+    def __init__(self, hs: list[Any], los: list[int], end: int, step: int,
+                 geo: Optional[int]) -> None:
         self.hs = hs
         self.los = los
         self.end = end
@@ -29,7 +30,7 @@ class BlockChain:
         self.geo = geo
 
     @classmethod
-    def single(cls, key) -> "BlockChain":
+    def single(cls, key: Any) -> "BlockChain":
         """A one-block chain: block 0 is ``(key, 0)``."""
         return cls([key], [0, 1], 1, 1, None)
 
@@ -37,21 +38,21 @@ class BlockChain:
         st = self.step
         return j // st if st else bisect_right(self.los, j) - 1
 
-    def seg_range(self, a: int, b: int) -> tuple:
+    def seg_range(self, a: int, b: int) -> tuple[int, int]:
         """Segments ``(ka, kb)`` holding blocks ``a`` and ``b - 1``."""
         st = self.step
         if st:
             return a // st, (b - 1) // st
         return bisect_right(self.los, a) - 1, bisect_right(self.los, b - 1) - 1
 
-    def key(self, j: int) -> tuple:
+    def key(self, j: int) -> tuple[Any, int]:
         return self.hs[self.seg(j)], j
 
 
-_EMPTY = BlockChain([], [0], 0, 1, None)
+_EMPTY: Final = BlockChain([], [0], 0, 1, None)
 
 
-def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
+def prefix_block_chain(hash_ids: Any, hash_block_tokens: int, num_prompt_tokens: int,
                        block_size: int) -> BlockChain:
     """The keys of :func:`~llmsim.memory.prefix.prefix_block_keys` as a :class:`BlockChain`."""
     nfull = num_prompt_tokens // block_size
@@ -62,10 +63,13 @@ def prefix_block_chain(hash_ids, hash_block_tokens: int, num_prompt_tokens: int,
     if H % block_size == 0:
         step = H // block_size
         n = min(len(hash_ids), -(-nfull // step))
-        hs = [h := hash((h, x)) for x in hash_ids[:n]]      # each chains the one before
-        return BlockChain(hs, range(0, (n + 1) * step, step), min(nfull, n * step), step, H)
+        hs: list[Any] = []
+        for x in hash_ids[:n]:
+            h = hash((h, x))                    # each chains the one before
+            hs.append(h)
+        return BlockChain(hs, [k * step for k in range(n + 1)], min(nfull, n * step), step, H)
     hs = []
-    los = []
+    los: list[int] = []
     hi = 0
     for m in range(len(hash_ids)):
         lo = m * H // block_size
@@ -144,16 +148,16 @@ class BlockSpan:
     once). Readers of the index only trust ``lo … hi-1``."""
     __slots__ = ("chain", "lo", "hi", "ref", "prev", "next", "top")
 
-    def __init__(self, chain, lo: int, hi: int, ref: int = 0):
+    def __init__(self, chain: BlockChain, lo: int, hi: int, ref: int = 0) -> None:
         self.chain = chain
         self.lo = lo
         self.hi = hi
         self.ref = ref
-        self.prev = None
-        self.next = None
+        self.prev: Optional[BlockSpan] = None
+        self.next: Optional[BlockSpan] = None
         self.top = 0
 
-    def keys(self) -> list:
+    def keys(self) -> list[tuple[Any, int]]:
         """Block keys ``(h, j)``, highest ``j`` first (the order they leave an LRU)."""
         C = self.chain
         return [C.key(j) for j in range(self.hi - 1, self.lo - 1, -1)]
@@ -167,23 +171,25 @@ class SpanLRU:
     """Doubly linked spans, least recently used first (``head`` is a sentinel)."""
     __slots__ = ("head",)
 
-    def __init__(self):
-        s = BlockSpan(None, 0, 0)
+    def __init__(self) -> None:
+        s = BlockSpan(_EMPTY, 0, 0)
         s.prev = s.next = s
         self.head = s
 
     def __bool__(self) -> bool:
         return self.head.next is not self.head
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[BlockSpan]:
         s = self.head.next
         while s is not self.head:
+            assert s is not None
             yield s
             s = s.next
 
     def append(self, s: BlockSpan) -> None:
         h = self.head
         last = h.prev
+        assert last is not None
         last.next = s
         s.prev = last
         s.next = h
@@ -191,6 +197,7 @@ class SpanLRU:
 
     def insert_after(self, x: BlockSpan, s: BlockSpan) -> None:
         n = x.next
+        assert n is not None
         x.next = s
         s.prev = x
         s.next = n
@@ -199,11 +206,12 @@ class SpanLRU:
     def unlink(self, s: BlockSpan) -> None:
         p = s.prev
         n = s.next
+        assert p is not None and n is not None
         p.next = n
         n.prev = p
         s.prev = s.next = None
 
-    def pop_oldest(self, n: int, idx: "SpanIndex") -> list:
+    def pop_oldest(self, n: int, idx: "SpanIndex") -> list[tuple[BlockChain, int, int]]:
         """Take the ``n`` least recently used blocks out (each span's top blocks first) and out
         of ``idx``; returns ``[(chain, lo, hi)]``, one per piece: blocks ``lo … hi-1`` of
         ``chain``. A span that leaves whole leaves ``idx``; one that keeps blocks keeps
@@ -213,6 +221,7 @@ class SpanLRU:
         out = []
         while n:
             x = head.next
+            assert x is not None
             hi = x.hi
             k = hi - x.lo
             if k > n:
@@ -237,10 +246,10 @@ class SpanIndex:
     they are detached, that held some: see ``BlockSpan.top``)."""
     __slots__ = ("d",)
 
-    def __init__(self):
-        self.d: dict = {}
+    def __init__(self) -> None:
+        self.d: dict[Any, Union[BlockSpan, list[BlockSpan]]] = {}
 
-    def _segs(self, s: BlockSpan, a: int, b: int):
+    def _segs(self, s: BlockSpan, a: int, b: int) -> tuple[int, int]:
         """Segments ``(ka, kb)`` of ``s.chain`` met by blocks ``[a, b)`` that ``s`` does not
         hold outside ``[a, b)`` (its extent ``s.lo … s.hi-1`` excludes or already includes the
         range); ``ka > kb`` when there are none."""
@@ -272,38 +281,40 @@ class SpanIndex:
             h = C.hs[ka]
             v = d.setdefault(h, s)
             if v is not s:
-                if v.__class__ is list:
+                if isinstance(v, list):
                     v.append(s)
                 else:
                     d[h] = [v, s]
             return
-        if ka > kb:
-            return
-        # one pass: claim every free segment, then share the ones other spans hold
-        sl = C.hs[ka:kb + 1]
-        vals = list(map(d.setdefault, sl, repeat(s)))
-        if vals.count(s) == len(vals):
-            return
-        for h, v in zip(sl, vals):
+        # one pass: claim every free segment, share the ones other spans hold (a plain loop:
+        # compiled, it calls the dict natively, cheaper than map() over a bound method)
+        hs = C.hs
+        for k in range(ka, kb + 1):
+            h = hs[k]
+            v = d.setdefault(h, s)
             if v is not s:
-                if v.__class__ is list:
+                if isinstance(v, list):
                     v.append(s)
                 else:
                     d[h] = [v, s]
 
-    def claim(self, hs, s: BlockSpan) -> bool:
+    def claim(self, hs: list[Any], s: BlockSpan) -> bool:
         """List ``s`` for every segment hash of ``hs`` if none of them is listed yet (one pass;
         the claims are undone when one is): True when ``s`` now holds them all."""
         d = self.d
-        if len(hs) == 1:
-            return d.setdefault(hs[0], s) is s
-        vals = list(map(d.setdefault, hs, repeat(s)))
-        if vals.count(s) == len(vals):
-            return True
-        for h, w in zip(hs, vals):
-            if w is s:
-                del d[h]
-        return False
+        n = len(hs)
+        # a plain loop (compiled, it calls the dict natively), which stops at the first listed
+        # segment: the claims before it are undone, and so is any listing of ``s`` after it
+        # (what claiming those too and undoing every claim of ``s`` would leave)
+        for i in range(n):
+            if d.setdefault(hs[i], s) is not s:
+                for j in range(i):
+                    del d[hs[j]]
+                for j in range(i + 1, n):
+                    if d.get(hs[j]) is s:
+                        del d[hs[j]]
+                return False
+        return True
 
     def detach(self, s: BlockSpan, a: int, b: int) -> None:
         """``s`` (extent already updated) no longer holds blocks ``[a, b)``."""
@@ -314,17 +325,18 @@ class SpanIndex:
             h = C.hs[ka]
             v = d.pop(h)
             if v is not s:
+                assert isinstance(v, list)
                 v.remove(s)
                 d[h] = v[0] if len(v) == 1 else v
             return
-        if ka > kb:
-            return
-        sl = C.hs[ka:kb + 1]
-        vals = list(map(d.pop, sl))
-        if vals.count(s) == len(vals):
-            return
-        for h, v in zip(sl, vals):
+        # (a plain loop, see attach; each shared segment goes back right after its pop, which
+        # leaves the dict as popping all first and putting the shared ones back in order)
+        hs = C.hs
+        for k in range(ka, kb + 1):
+            h = hs[k]
+            v = d.pop(h)
             if v is not s:
+                assert isinstance(v, list)
                 v.remove(s)
                 d[h] = v[0] if len(v) == 1 else v
 
@@ -336,13 +348,13 @@ class SpanIndex:
         x.top = 0
         self.detach(x, x.hi, top)
 
-    def find(self, C: BlockChain, k: int, j: int):
+    def find(self, C: BlockChain, k: int, j: int) -> Optional[BlockSpan]:
         """The span holding block ``j`` (segment ``k``) of ``C``, or None."""
         h = C.hs[k]
         v = self.d.get(h)
         if v is None:
             return None
-        if v.__class__ is list:
+        if isinstance(v, list):
             for x in v:
                 if x.lo <= j < x.hi:
                     D = x.chain
@@ -355,7 +367,7 @@ class SpanIndex:
                 return v
         return None
 
-    def _held(self, C: BlockChain, k: int, a: int, b: int) -> list:
+    def _held(self, C: BlockChain, k: int, a: int, b: int) -> list[tuple[int, int]]:
         """Held sub-ranges ``(lo, hi)`` of blocks ``[a, b)`` of ``C`` in its segment ``k``."""
         h = C.hs[k]
         v = self.d.get(h)
@@ -368,7 +380,7 @@ class SpanIndex:
         if b > hi_k:
             b = hi_k
         out = []
-        for x in (v if v.__class__ is list else (v,)):
+        for x in (v if isinstance(v, list) else [v]):
             D = x.chain
             if D.geo == C.geo:
                 if k >= len(D.hs) or D.hs[k] != h:
@@ -414,7 +426,7 @@ class SpanIndex:
             v = d.get(h)
             if v is None:
                 continue
-            if v.__class__ is not list:        # one span, same block grid (the common case)
+            if not isinstance(v, list):        # one span, same block grid (the common case)
                 D = v.chain
                 if D is C or (D.geo == geo and k < len(D.hs) and D.hs[k] == h):
                     lo = los[k]
@@ -454,7 +466,7 @@ class SpanIndex:
             a = common_end(C, x.chain, a, x.hi if x.hi < b else b)
         return a
 
-    def cut(self, lru, x: BlockSpan, a: int, b: int) -> None:
+    def cut(self, lru: Optional[SpanLRU], x: BlockSpan, a: int, b: int) -> None:
         """Drop blocks ``[a, b)`` from span ``x``; what is left keeps ``x``'s place in
         ``lru`` (None: ``x`` is not in one), the upper part leaving first."""
         if x.top:
@@ -480,7 +492,7 @@ class SpanIndex:
             if lru is not None:
                 lru.unlink(x)
 
-    def split_out(self, lru, x: BlockSpan, a: int, b: int) -> BlockSpan:
+    def split_out(self, lru: Optional[SpanLRU], x: BlockSpan, a: int, b: int) -> BlockSpan:
         """The span of blocks ``[a, b)`` of ``x``, on its own and out of ``lru``."""
         if x.lo == a and x.hi == b:
             if x.top:
@@ -495,11 +507,11 @@ class SpanIndex:
 
 
 
-def check_spans(idx: SpanIndex, spans: list) -> None:
+def check_spans(idx: SpanIndex, spans: list[BlockSpan]) -> None:
     """``spans`` are well formed, ``idx`` lists exactly the segments each of them meets (up
     to block ``top`` for a span that lost its highest blocks, see :class:`BlockSpan`), and no
     block is held twice."""
-    want: dict = {}
+    want: dict[Any, list[tuple[int, int, BlockSpan]]] = {}
     for x in spans:
         if x.lo >= x.hi or (x.top and x.top <= x.hi):
             raise AssertionError(f"empty span {x!r}, or its index entries end below it")
@@ -512,9 +524,9 @@ def check_spans(idx: SpanIndex, spans: list) -> None:
         raise AssertionError("span index out of date")
     for h, held in want.items():
         v = d.get(h)
-        got = v if v.__class__ is list else [v]
+        got: list[Any] = v if isinstance(v, list) else [v]
         if {id(x) for x in got} != {id(x) for _, _, x in held} or len(got) != len(held) or \
-                (v.__class__ is list and len(v) < 2):
+                (isinstance(v, list) and len(v) < 2):
             raise AssertionError(f"span index of segment {h} out of date")
         held = sorted((t for t in held if t[0] < t[1]), key=lambda t: t[0])
         for (_, hi, _), (lo, _, _) in zip(held, held[1:]):
