@@ -30,15 +30,19 @@ def _warn(msg: str) -> None:
           file=sys.stderr)
 
 
+def _source(module: str) -> Path:
+    return _COMPILED["source_file"](module, ROOT / "llmsim")
+
+
 def _mypyc_extensions() -> list:
-    if os.environ.get("LLMSIM_PURE_BUILD", "") not in ("", "0"):
+    if _COMPILED["env_flag"]("LLMSIM_PURE_BUILD"):
         return []
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
         _warn(f"mypyc is not available ({exc})")
         return []
-    paths = [str(Path(*m.split(".")).with_suffix(".py")) for m in MODULES]
+    paths = [str(_source(m).relative_to(ROOT)) for m in MODULES]
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
@@ -67,13 +71,12 @@ class BuildCompiledOrNothing(build_ext):
             super().run()
         except Exception as exc:         # compiler missing or failing: distutils errors
             for ext in self.extensions:
-                for path in (self.get_ext_fullpath(ext.name),):
-                    if os.path.exists(path):
-                        os.remove(path)
+                path = self.get_ext_fullpath(ext.name)
+                if os.path.exists(path):
+                    os.remove(path)
             _warn(f"compiling the hot path failed ({exc})")
             return
-        manifest = {m: _COMPILED["source_digest"](ROOT / Path(*m.split(".")).with_suffix(".py"))
-                    for m in MODULES}
+        manifest = {m: _COMPILED["source_digest"](_source(m)) for m in MODULES}
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
         targets = [Path(self.build_lib) / "llmsim" / MANIFEST]
         if self.inplace:

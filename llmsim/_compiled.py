@@ -77,12 +77,25 @@ def compiled_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     return found
 
 
+def env_flag(name: str, environ=os.environ) -> bool:
+    """Whether the switch ``name`` is on: ``1`` on, ``0`` or unset off; any other value is
+    ignored (off) with a warning naming the variable and what it takes."""
+    value = environ.get(name, "")
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    warnings.warn(f"llmsim: {name}={value!r} is ignored: set it to 1 (on) or 0 (off)",
+                  RuntimeWarning, stacklevel=3)
+    return False
+
+
 def build_state(package_dir: Path = PACKAGE_DIR, environ=os.environ) -> tuple[str, str]:
     """``(state, why)``: ``"compiled"`` (the compiled modules are used), ``"pure"`` (there are
     none) or ``"source"`` (there are, but the sources are used: ``why`` says why)."""
     if not compiled_files(package_dir):
         return "pure", "no compiled modules in this installation"
-    if environ.get(PURE_ENV, "") not in ("", "0"):
+    if env_flag(PURE_ENV, environ):
         return "source", f"{PURE_ENV}={environ[PURE_ENV]}"
     try:
         manifest = json.loads((package_dir / MANIFEST).read_text())

@@ -111,6 +111,14 @@ def test_pure_on_request_and_without_a_manifest(tmp_path):
     assert _compiled.build_state(pkg3, {"LLMSIM_PURE": "1"})[0] == "pure"
 
 
+def test_a_switch_takes_0_or_1_and_says_when_it_ignores_a_value(tmp_path):
+    pkg = _fake_package(tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"LLMSIM_PURE='true' is ignored: set it to 1"):
+        assert _compiled.build_state(pkg, {"LLMSIM_PURE": "true"})[0] == "compiled"
+    assert _compiled.env_flag("X", {"X": "1"}) and not _compiled.env_flag("X", {"X": "0"})
+    assert not _compiled.env_flag("X", {})
+
+
 def test_the_source_finder_serves_every_compiled_module_from_its_py():
     finder = _compiled._SourceFinder(_compiled.PACKAGE_DIR)
     for m in _compiled.MODULES:
