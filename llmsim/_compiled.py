@@ -34,6 +34,7 @@ from pathlib import Path
 
 #: modules the compiled build compiles (together: one mypyc group)
 MODULES = (
+    "llmsim.engine.events",
     "llmsim.scheduling.runs",
     "llmsim.scheduling.base",
     "llmsim.scheduling.policies",

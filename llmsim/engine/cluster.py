@@ -36,6 +36,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from llmsim.engine.events import Environment, timeout
 from llmsim.engine.network import Resource
 from llmsim.engine.replica import Replica
 from llmsim.workload.request import FAILED, REJECTED, Request
@@ -79,7 +80,7 @@ class Cluster:
 
     def __init__(self, sim) -> None:
         self.sim = sim
-        self.env = sim.env
+        self.env: Environment = sim.env
         self.router = sim.router
         self.recorder = sim.recorder
         self.network = sim.network
@@ -508,7 +509,7 @@ def feed(sim: Any):
     """The arrival process of ``sim`` (a :class:`~llmsim.engine.simulation.Simulation`): each
     request of its workload is dispatched at its arrival time. (Here rather than in
     simulation.py so that the compiled build compiles it with the engine: llmsim/_compiled.py.)"""
-    env = sim.env
+    env: Environment = sim.env
     cluster: Cluster = sim.cluster
     limit = sim.scenario.simulation.duration_s
     bar = None
@@ -525,7 +526,7 @@ def feed(sim: Any):
             break
         now: float = env._now   # SimPy 4: what env.now returns
         if t > now:
-            yield env.timeout(t - now)
+            yield timeout(env, t - now)
         n += 1
         cluster.dispatch(req)
         if bar is not None and n % 1000 == 0:

@@ -38,6 +38,7 @@ from collections import deque
 
 import simpy
 
+from llmsim.engine.events import Environment, start_process, timeout
 from llmsim.errors import InputError, input_problem
 from llmsim.scheduling.base import Scheduler, SchedulerOutput
 from llmsim.scheduling.runs import (DecodeRunPlan, bisect_left_float, bisect_right_float,
@@ -77,7 +78,7 @@ class Replica:
                  horizon_s: float = float("inf"), max_run_steps: int = 256,
                  role: str = "mixed", cluster=None, born_s: float = 0.0, num_stages: int = 1,
                  step_sink: list | None = None):
-        self.env = env
+        self.env: Environment = env
         self.step_sink = step_sink   # a list receiving one tuple per step (record_steps)
         self.pool = pool
         self.index = index
@@ -133,7 +134,7 @@ class Replica:
         self.timeline_interval_s = timeline_interval_s
         k = -(-born_s // timeline_interval_s) if born_s > 0 else 0
         self._next_sample_s = k * timeline_interval_s
-        self.procs = [env.process(self._loop(ve)) for ve in self.engines]
+        self.procs = [start_process(env, self._loop(ve)) for ve in self.engines]
 
     # -------------------------------------------------------------- router view --------
     @property
@@ -211,7 +212,7 @@ class Replica:
                 due = (plan, j)
                 if self._boundary_due != due:
                     self._boundary_due = due
-                    ev = self.env.timeout(plan.ends[j] - now)
+                    ev = timeout(self.env, plan.ends[j] - now)
                     ev.callbacks.append(lambda _e: self._boundary_in_run(due))
                 return
         self.poke(ve)
@@ -400,12 +401,12 @@ class Replica:
                     self.kv_usage_integral += self.kv_usage * (end - k0)
                     self._kv_t = end
                 self.num_steps += 1
-                yield env.timeout(end - now)
+                yield timeout(env, end - now)
             elif (macro and not out.prefills and not out.num_preempted and not sched.waiting
                   and not out.extra_s):
                 t_end: float | None = self._start_run(ve, sched, out, now, dt)
                 while t_end is not None:
-                    yield env.timeout(t_end - env._now)
+                    yield timeout(env, t_end - env._now)
                     t_end = self._continue_run(sched)   # extends the run, or ends it
                 continue
             else:
@@ -414,7 +415,7 @@ class Replica:
                 self._kv_t = now + dt
                 self._busy_until_s = now + dt
                 self.num_steps += 1
-                yield env.timeout(dt)
+                yield timeout(env, dt)
             now = env._now           # the step's end
             sched.update_from_output(out, now)
             if handoff and out.prefills:
@@ -529,7 +530,7 @@ class Replica:
     def _apply_steps(self, j: int) -> None:
         """Apply steps ``_run_a + 1 .. j`` (``j`` < ``_run_k``) of the macro-step in flight,
         with the blocks of step ``j + 1`` reserved."""
-        ve = self._run_proc
+        ve: VirtualEngine = self._run_proc
         plan: DecodeRunPlan = self._run_plan
         a = self._run_a
         sched = ve.scheduler
@@ -640,7 +641,7 @@ class Replica:
         proc = self.procs[0]
         old = proc._target
         old.callbacks.remove(proc._resume)
-        ev = self.env.timeout(t - self.env._now)
+        ev = timeout(self.env, t - self.env._now)
         ev.callbacks.append(proc._resume)
         proc._target = ev
 

@@ -11,6 +11,8 @@ from typing import ClassVar
 
 import zlib
 
+from llmsim.engine.replica import Replica
+
 
 class RoundRobinRouter:
     name: ClassVar[str] = "round_robin"
@@ -45,7 +47,9 @@ class LeastOutstandingRouter:
         best = replicas[0]
         bo = best.num_outstanding
         for r in replicas:
-            o = r.num_outstanding
+            # (a Replica's count is read natively in the compiled build; any other object
+            # with the router view, generically)
+            o = r.num_outstanding if isinstance(r, Replica) else r.num_outstanding
             if o < bo:
                 best, bo = r, o
         return best

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import simpy
 
 from llmsim.cost import CostModel
 from llmsim.cost.memory import kv_bytes_per_token, memory_plan
 from llmsim.engine.cluster import STAT_KEYS, Cluster, feed
+from llmsim.engine.events import Environment
 from llmsim.engine.faults import FaultInjector, read_fault_trace, resolve_trace_path
 from llmsim.engine.gcpolicy import run_collection_thresholds
 from llmsim.engine.network import (Network, Topology, card_hop_coeffs,
@@ -101,7 +101,7 @@ class Simulation:
         self._workload_seed = seeds[0]
         self.router_rng = np.random.default_rng(seeds[1])
         self._fault_seeds = seeds[2].spawn(2)          # spot, churn
-        self.env = simpy.Environment()
+        self.env = Environment()   # SimPy's interface, compiled (engine/events.py)
         self.model = scenario.resolved_model()
         sim = scenario.simulation
         self.recorder = None
@@ -390,9 +390,5 @@ class Simulation:
         return notes
 
     def _num_events(self) -> int:
-        """Events SimPy scheduled (its internal event id counter; 0 if unavailable)."""
-        eid = getattr(self.env, "_eid", None)
-        try:
-            return int(next(eid)) - 1 if eid is not None else 0
-        except TypeError:
-            return 0
+        """Events scheduled during the run (the environment's event id counter)."""
+        return self.env._eid

@@ -245,8 +245,6 @@ class DecodeRunPlan:
         nxt = fins[fi][0] if fi < nf else -1
         ends = self.ends
         durs = self.durs
-        end_append = ends.append
-        dur_append = durs.append
         limit_s = self._limit_s
         t = ends[-1]
         stop = False
@@ -294,8 +292,8 @@ class DecodeRunPlan:
                     for j in range(n):
                         d = a + b * j
                         t += d
-                        end_append(t)
-                        dur_append(d)
+                        ends.append(t)
+                        durs.append(d)
                 t = ends[-1]
                 if t >= limit_s:           # stop after the step that reaches the limit
                     j = bisect_left(ends, limit_s, n0)
@@ -319,8 +317,8 @@ class DecodeRunPlan:
                 c = c0 + nd * j
                 d = max([A + B * c for _, A, B in pieces])
                 t += d
-                end_append(t)
-                dur_append(d)
+                ends.append(t)
+                durs.append(d)
                 if t >= limit_s:
                     Di += j + 1
                     stop = True
