@@ -2,12 +2,15 @@
 SimPy programs give the same traces (times, order, values, exceptions)."""
 from __future__ import annotations
 
+import heapq
 import random
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from llmsim.engine.events import Environment, FastTimeout, start_process, timeout
+from llmsim.engine.events import Environment, FastTimeout, _pop, _push, start_process, timeout
 
 
 def _program(env, trace, fast: bool):
@@ -179,3 +182,20 @@ def test_same_order_at_equal_times(fast):
     assert traces[0] == traces[1]
     assert [t[1] for t in traces[1] if len(t) > 1 and t[0] == 3.0] == \
         ["early", "late", "gated", "opener"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 2.5]), st.sampled_from([-1, 0, 1]),
+                          st.booleans()), max_size=60))
+def test_queue_pops_in_heapq_order(ops):
+    """The native heap gives entries back in heapq's order, pushes and pops interleaved."""
+    ours, ref = [], []
+    for eid, (t, prio, pop) in enumerate(ops):
+        if pop and ref:
+            assert _pop(ours) == heapq.heappop(ref)
+        else:
+            _push(ours, (t, prio, eid, None))
+            heapq.heappush(ref, (t, prio, eid, None))
+    while ref:
+        assert _pop(ours) == heapq.heappop(ref)
+    assert not ours

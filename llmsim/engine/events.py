@@ -35,7 +35,6 @@ environments and requires the same traces.
 """
 from __future__ import annotations
 
-from heapq import heappop, heappush
 from typing import Any, Final
 
 from simpy.core import EmptySchedule, StopSimulation
@@ -49,13 +48,18 @@ NORMAL: Final = 1
 _RESUMED: Final = -1
 _PENDING: Final = PENDING
 
+#: a queued event: (time, priority, event id, event); ids are unique, so entries never tie.
+#: (A plain tuple, not ``tuple[float, int, int, Any]``: mypyc would unbox such a tuple on every
+#: read from the heap and box a new one on every store.)
+Entry = tuple
+
 
 class Environment:
     """A simulation's clock and event queue, with ``simpy.Environment``'s interface."""
 
     def __init__(self, initial_time: float = 0.0) -> None:
         self._now: float = float(initial_time)
-        self._queue: list[tuple] = []
+        self._queue: list[Entry] = []     # a binary heap (_push, _pop)
         self._eid: int = 0
         self._active_proc: Any = None
 
@@ -73,7 +77,7 @@ class Environment:
         """Queue ``event`` to be processed ``delay`` from now."""
         eid = self._eid
         self._eid = eid + 1
-        heappush(self._queue, (self._now + delay, priority, eid, event))
+        _push(self._queue, (self._now + delay, priority, eid, event))
 
     def peek(self) -> float:
         """Time of the next event (infinity if none)."""
@@ -177,7 +181,7 @@ def timeout(env: Environment, delay: float) -> FastTimeout:
     ev = FastTimeout(env, delay)
     eid = env._eid
     env._eid = eid + 1
-    heappush(env._queue, (env._now + delay, NORMAL, eid, ev))
+    _push(env._queue, (env._now + delay, NORMAL, eid, ev))
     return ev
 
 
@@ -253,7 +257,7 @@ def _process_events(env: Environment, once: bool) -> None:
     while True:
         if not queue:
             raise EmptySchedule()
-        item = heappop(queue)
+        item = _pop(queue)
         env._now = item[0]
         event: Any = item[3]
         if isinstance(event, FastTimeout):
@@ -284,3 +288,61 @@ def _process_events(env: Environment, once: bool) -> None:
             raise exc
         if once:
             return
+
+
+# The queue is a binary heap of entries ordered as tuples (time, then priority, then id): the
+# order of ``heapq``, with the comparisons done on machine values (heapq's compare tuples
+# generically: ≈ 4x the instructions per push or pop in the compiled build). Ids are unique, so
+# the order in which entries leave is fully determined.
+
+def _before(a: Entry, b: Entry) -> bool:
+    """Entry ``a`` comes out before ``b``."""
+    ta: float = a[0]
+    tb: float = b[0]
+    if ta != tb:
+        return ta < tb
+    pa: int = a[1]
+    pb: int = b[1]
+    if pa != pb:
+        return pa < pb
+    ia: int = a[2]
+    ib: int = b[2]
+    return ia < ib
+
+
+def _push(heap: list[Entry], item: Entry) -> None:
+    """Add ``item`` to ``heap``."""
+    heap.append(item)
+    i = len(heap) - 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        up = heap[parent]
+        if not _before(item, up):
+            break
+        heap[i] = up
+        i = parent
+    heap[i] = item
+
+
+def _pop(heap: list[Entry]) -> Entry:
+    """Remove and return the first entry of ``heap`` (IndexError if it is empty)."""
+    last = heap.pop()
+    if not heap:
+        return last
+    first = heap[0]
+    n = len(heap)
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        right = child + 1
+        if right < n and _before(heap[right], heap[child]):
+            child = right
+        low = heap[child]
+        if not _before(low, last):
+            break
+        heap[i] = low
+        i = child
+    heap[i] = last
+    return first

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -283,17 +282,11 @@ class DecodeRunPlan:
                             stop = True
                             break
                 n0 = len(ends)
-                if n > 3:
-                    seg = [a + b * j for j in range(n)]
-                    ends.extend(accumulate(seg, initial=t))
-                    del ends[n0]           # accumulate repeats its initial value
-                    durs.extend(seg)
-                else:
-                    for j in range(n):
-                        d = a + b * j
-                        t += d
-                        ends.append(t)
-                        durs.append(d)
+                for j in range(n):         # (compiled: a machine loop, no list of the segment)
+                    d = a + b * j
+                    t += d
+                    ends.append(t)
+                    durs.append(d)
                 t = ends[-1]
                 if t >= limit_s:           # stop after the step that reaches the limit
                     j = bisect_left(ends, limit_s, n0)
