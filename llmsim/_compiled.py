@@ -49,6 +49,10 @@ MODULES = (
     "llmsim.memory.prefix_spans",
     "llmsim.memory.host",
     "llmsim.memory.prefix",
+    "llmsim.engine.network",
+    "llmsim.engine.pipeline",
+    "llmsim.workload.stream",
+    "llmsim.workload.readers.rows",
 )
 #: written by the build next to this file: ``{module: sha256 of the .py it compiled}``
 MANIFEST = "_compiled_sources.json"

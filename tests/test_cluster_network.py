@@ -1,13 +1,13 @@
 """Network transfers: idle time = bytes / bandwidth + latency; fair sharing under contention."""
 import pytest
-import simpy
+from llmsim.engine.events import Environment
 
 from llmsim.engine.network import Network, Path, Resource, Topology, port_capacity_bytes_per_s
 
 
 def run_transfers(specs, resources):
     """specs: [(start_s, num_bytes, [resource names], latency_s)] → delivery times."""
-    env = simpy.Environment()
+    env = Environment()
     net = Network(env)
     res = {n: Resource(n, c) for n, c in resources.items()}
     done = {}
@@ -81,7 +81,7 @@ def test_transfer_alone_shares_when_another_starts_before_it_drains():
 
 
 def test_abort_after_drain_skips_delivery_and_rate_reads_zero():
-    env = simpy.Environment()
+    env = Environment()
     net = Network(env)
     link = Resource("link", 1e9)
     got = []
@@ -103,7 +103,7 @@ def test_abort_after_drain_skips_delivery_and_rate_reads_zero():
 
 
 def test_abort_frees_the_bandwidth():
-    env = simpy.Environment()
+    env = Environment()
     net = Network(env)
     link = Resource("link", 1e9)
     got = {}

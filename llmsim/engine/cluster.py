@@ -37,8 +37,8 @@ from collections import deque
 from typing import Any
 
 from llmsim.engine.events import Environment, timeout
-from llmsim.engine.network import Resource
-from llmsim.engine.replica import Replica
+from llmsim.engine.network import Network, Resource, Topology, Transfer
+from llmsim.engine.replica import Replica, VirtualEngine
 from llmsim.workload.request import FAILED, REJECTED, Request
 
 PENDING, MOVING, READY = "pending", "moving", "ready"
@@ -52,7 +52,9 @@ class Handoff:
     __slots__ = ("req", "kind", "src", "src_ve", "tokens", "last_token_s", "num_bytes", "dst",
                  "dst_ve", "transfer", "state", "created_s", "moving_s")
 
-    def __init__(self, req, kind, src, src_ve, tokens, last_token_s, num_bytes, now) -> None:
+    def __init__(self, req: Request, kind: str, src: Replica, src_ve: VirtualEngine,
+                 tokens: int, last_token_s: float | None, num_bytes: float,
+                 now: float) -> None:
         self.req = req
         self.kind = kind
         self.src = src
@@ -60,12 +62,12 @@ class Handoff:
         self.tokens = tokens
         self.last_token_s = last_token_s
         self.num_bytes = num_bytes
-        self.dst: Any = None
-        self.dst_ve: Any = None
-        self.transfer: Any = None
+        self.dst: Replica | None = None
+        self.dst_ve: VirtualEngine | None = None
+        self.transfer: Transfer | None = None
         self.state = PENDING
         self.created_s = now
-        self.moving_s: Any = None
+        self.moving_s: float | None = None
 
 
 STAT_KEYS = ("spot_notices", "replicas_lost", "replicas_added", "migrations",
@@ -83,8 +85,8 @@ class Cluster:
         self.env: Environment = sim.env
         self.router = sim.router
         self.recorder = sim.recorder
-        self.network = sim.network
-        self.topology = sim.topology
+        self.network: Network = sim.network
+        self.topology: Topology = sim.topology
         self.pools = sim.pools
         self.by_name = {p.name: p for p in self.pools}
         faults = sim.scenario.cluster.faults
@@ -221,18 +223,21 @@ class Cluster:
             pool.stats["failed"] += 1
 
     # ------------------------------------------------------------------ hand-offs --------
-    def hand_off(self, src, ve, req, tokens, last_token_s, kind) -> None:
+    def hand_off(self, src: Replica, ve: VirtualEngine, req: Request, tokens: int,
+                 last_token_s: float | None, kind: str) -> None:
         """``src`` detached ``req`` keeping ``tokens`` KV tokens: move them elsewhere."""
         pool = self.by_name[src.pool]
+        now: float = self.env._now    # SimPy 4: what env.now returns
         h = Handoff(req, kind, src, ve, tokens, last_token_s,
-                    tokens * pool.kv_bytes_per_token, self.env.now)
+                    tokens * pool.kv_bytes_per_token, now)
         src.outbound[req] = h
         ve.holding += 1
         self._place(h)
 
-    def _place(self, h) -> None:
+    def _place(self, h: Handoff) -> None:
         h.state = PENDING
-        h.dst = h.dst_ve = None
+        h.dst = None
+        h.dst_ve = None
         cands = self.decode_targets if h.kind == "disagg" else self.migrate_targets
         if len(self.decode_pools) > 1 or h.kind != "disagg":
             cands = self._fitting(cands, h.req)
@@ -243,70 +248,81 @@ class Cluster:
                 return
             self.awaiting.append(h)
             return
-        dst = self.router.choose(h.req, self._synced(cands))
+        dst: Replica = self.router.choose(h.req, self._synced(cands))
         dst.enqueue_incoming(h)
 
-    def start_move(self, h) -> None:
+    def start_move(self, h: Handoff) -> None:
         """The destination reserved room for ``h`` (at a step boundary): start the transfer."""
         h.state = MOVING
-        h.moving_s = self.env.now
+        h.moving_s = self.env._now    # SimPy 4: what env.now returns
         dst = h.dst
+        assert dst is not None
         dst.inbound[h.req] = h
         h.transfer = self.network.start(h.num_bytes, self.topology.path(h.src, dst),
-                                        self._moved, meta=h)
+                                        self._moved, h)
 
-    def _release_src(self, h) -> None:
+    def _release_src(self, h: Handoff) -> None:
         """The source stops holding the KV of ``h`` (moved, or abandoned)."""
         src = h.src
+        src_ve = h.src_ve
         del src.outbound[h.req]
-        h.src_ve.holding -= 1
+        src_ve.holding -= 1
         src.num_outstanding -= 1
         if src.alive:
             src._account_kv()
-            src.release_kv(h.src_ve, h.req, h.tokens)
-            src.poke(h.src_ve)
+            src.release_kv(src_ve, h.req, h.tokens)
+            src.poke(src_ve)
 
-    def _moved(self, tr) -> None:
-        h = tr.meta
+    def _moved(self, tr: Transfer) -> None:
+        h: Handoff = tr.meta
         h.transfer = None        # done with it: no Handoff <-> Transfer cycle left for the GC
         req = h.req
         self._release_src(h)
         dst = h.dst
+        dst_ve = h.dst_ve
+        assert dst is not None and dst_ve is not None
         del dst.inbound[req]
-        h.dst_ve.inflight -= 1
+        dst_ve.inflight -= 1
         h.state = READY
-        h.dst_ve.ready.append(h)
-        dst.poke(h.dst_ve)
+        dst_ve.ready.append(h)
+        dst.poke(dst_ve)
         if h.kind == "migrate":
             self.by_name[h.src.pool].stats["migrations"] += 1
             return
-        st = self.by_name[dst.pool].stats        # disaggregated hand-offs
+        st: dict[str, Any] = self.by_name[dst.pool].stats        # disaggregated hand-offs
         st["kv_transfers_in"] += 1
         st["kv_transfer_bytes_in"] += h.num_bytes
-        st["kv_transfer_s_sum"] += tr.done_s - tr.start_s
-        st["kv_wait_s_sum"] += h.moving_s - h.created_s
+        done_s = tr.done_s
+        moving_s = h.moving_s
+        assert done_s is not None and moving_s is not None
+        st["kv_transfer_s_sum"] += done_s - tr.start_s
+        st["kv_wait_s_sum"] += moving_s - h.created_s
 
-    def _cancel_at_dst(self, h) -> None:
+    def _cancel_at_dst(self, h: Handoff) -> None:
         """Undo what the destination side of ``h`` holds (queue entry, reservation, transfer)."""
+        dst = h.dst
+        dst_ve = h.dst_ve
         if h.state == PENDING:
-            if h.dst is None:
+            if dst is None:
                 try:
                     self.awaiting.remove(h)
                 except ValueError:
                     pass
             else:
-                h.dst_ve.incoming.remove(h)
-                h.dst.num_outstanding -= 1
+                assert dst_ve is not None
+                dst_ve.incoming.remove(h)
+                dst.num_outstanding -= 1
         elif h.state == MOVING:
+            assert dst is not None and dst_ve is not None and h.transfer is not None
             self.network.abort(h.transfer)
             h.transfer = None
-            dst = h.dst
             del dst.inbound[h.req]
-            h.dst_ve.inflight -= 1
-            dst.release_kv(h.dst_ve, h.req, h.tokens)
+            dst_ve.inflight -= 1
+            dst.release_kv(dst_ve, h.req, h.tokens)
             dst.num_outstanding -= 1
-            dst.poke(h.dst_ve)
-        h.dst = h.dst_ve = None
+            dst.poke(dst_ve)
+        h.dst = None
+        h.dst_ve = None
 
     # ------------------------------------------------------------------ recovery ---------
     def _requeue(self, req, last_token_s, front: bool) -> None:

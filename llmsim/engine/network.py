@@ -28,13 +28,14 @@ direction separately.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from typing import Any, Callable, Final, Iterable
 
 from llmsim.cost import comm
+from llmsim.engine.events import Environment, timeout
 
 #: a transfer has drained when fewer bytes than this fraction of its size are left
-_DRAIN_RTOL = 1e-12
+_DRAIN_RTOL: Final = 1e-12
+_INF: Final = float("inf")
 
 
 class Resource:
@@ -42,35 +43,73 @@ class Resource:
 
     __slots__ = ("name", "capacity_bytes_per_s", "transfers", "bytes_moved")
 
-    def __init__(self, name: str, capacity_bytes_per_s: float):
+    def __init__(self, name: str, capacity_bytes_per_s: float) -> None:
         if not capacity_bytes_per_s > 0:
             raise ValueError(f"resource {name}: capacity must be > 0 bytes/s "
                              f"(got {capacity_bytes_per_s})")
         self.name = name
-        self.capacity_bytes_per_s = float(capacity_bytes_per_s)
-        self.transfers: dict = {}        # Transfer -> None, insertion order
+        self.capacity_bytes_per_s: float = float(capacity_bytes_per_s)
+        self.transfers: dict[Transfer, None] = {}     # insertion order
         self.bytes_moved = 0.0
 
     def __repr__(self) -> str:
         return f"Resource({self.name!r}, {self.capacity_bytes_per_s:.4g} B/s)"
 
 
-@dataclass(frozen=True)
 class Path:
-    """What a transfer crosses: ``resources`` (shared capacities) and its one-way latency."""
+    """What a transfer crosses: ``resources`` (shared capacities, kept as a tuple) and its
+    one-way latency (seconds, kept as a float).
 
-    resources: tuple
-    latency_s: float
-    description: str = ""
+    Immutable (its attributes are read-only) and compared by value, as a frozen dataclass.
+    (A plain class rather than a dataclass with a cached property so that the compiled build
+    reads its fields natively: the bottleneck is computed once, here.)"""
 
-    @cached_property
+    __slots__ = ("_resources", "_latency_s", "_description", "_bottleneck_bytes_per_s")
+
+    def __init__(self, resources: Iterable[Resource], latency_s: float,
+                 description: str = "") -> None:
+        self._resources: tuple[Resource, ...] = tuple(resources)
+        self._latency_s = float(latency_s)
+        self._description = description
+        # no resource: no bottleneck (Network.start refuses such a path)
+        self._bottleneck_bytes_per_s = (min(r.capacity_bytes_per_s for r in resources)
+                                        if resources else 0.0)
+
+    @property
+    def resources(self) -> tuple[Resource, ...]:
+        return self._resources
+
+    @property
+    def latency_s(self) -> float:
+        return self._latency_s
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
     def bottleneck_bytes_per_s(self) -> float:
         """Capacity of the slowest resource (the rate of a transfer alone on the path)."""
-        return min(r.capacity_bytes_per_s for r in self.resources)
+        if not self._resources:
+            raise ValueError("a path with no resource has no bottleneck")
+        return self._bottleneck_bytes_per_s
 
     def idle_time_s(self, num_bytes: float) -> float:
         """Time to deliver ``num_bytes`` when nothing else uses the path."""
-        return num_bytes / self.bottleneck_bytes_per_s + self.latency_s
+        return num_bytes / self.bottleneck_bytes_per_s + self._latency_s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return (self._resources == other._resources and self._latency_s == other._latency_s
+                and self._description == other._description)
+
+    def __hash__(self) -> int:
+        return hash((self._resources, self._latency_s, self._description))
+
+    def __repr__(self) -> str:
+        return (f"Path(resources={self._resources!r}, latency_s={self._latency_s!r}, "
+                f"description={self._description!r})")
 
 
 class Transfer:
@@ -80,19 +119,20 @@ class Transfer:
     __slots__ = ("id", "num_bytes", "remaining", "path", "rate", "on_done", "start_s",
                  "drained_s", "done_s", "aborted", "meta", "lone_v")
 
-    def __init__(self, tid, num_bytes, path, on_done, start_s, meta):
+    def __init__(self, tid: int, num_bytes: float, path: Path,
+                 on_done: Callable[[Transfer], Any], start_s: float, meta: Any) -> None:
         self.id = tid
-        self.num_bytes = float(num_bytes)
-        self.remaining = float(num_bytes)
+        self.num_bytes: float = float(num_bytes)
+        self.remaining: float = float(num_bytes)
         self.path = path
         self.rate = 0.0
         self.on_done = on_done
         self.start_s = start_s
-        self.drained_s = None
-        self.done_s = None
+        self.drained_s: float | None = None
+        self.done_s: float | None = None
         self.aborted = False
         self.meta = meta
-        self.lone_v = None     # version of the timer that drains and delivers it alone
+        self.lone_v: int | None = None   # version of the timer that drains and delivers it alone
 
     @property
     def duration_s(self) -> float | None:
@@ -102,12 +142,12 @@ class Transfer:
 class Network:
     """Transfers over shared resources with max-min fair rates (see module docstring)."""
 
-    def __init__(self, env):
+    def __init__(self, env: Environment) -> None:
         self.env = env
-        self.active: dict = {}           # Transfer -> None, start order
+        self.active: dict[Transfer, None] = {}      # start order
         self._t = 0.0                    # time the remaining bytes were last brought up to date
         self._version = 0
-        self._lone = None                # the transfer alone in flight, drained at _lone_drain_s
+        self._lone: Transfer | None = None   # the transfer alone in flight, drained at _lone_drain_s
         self._lone_drain_s = 0.0
         self._next_id = 0
         self.num_started = 0
@@ -116,13 +156,15 @@ class Network:
         self.bytes_done = 0.0
 
     # -------------------------------------------------------------- public ---------------
-    def start(self, num_bytes: float, path: Path, on_done, meta=None) -> Transfer:
+    def start(self, num_bytes: float, path: Path, on_done: Callable[[Transfer], Any],
+              meta: Any = None) -> Transfer:
         """Start moving ``num_bytes`` along ``path``; ``on_done(transfer)`` runs on delivery."""
         if num_bytes < 0:
             raise ValueError(f"num_bytes must be >= 0 (got {num_bytes})")
-        if not path.resources:
+        resources = path._resources
+        if not resources:
             raise ValueError("a path needs at least one resource")
-        now = self.env.now
+        now: float = self.env._now    # SimPy 4: what env.now returns (a plain attribute read)
         if self._lone is not None:
             self._settle_lone(now)
         self._next_id += 1
@@ -137,7 +179,7 @@ class Network:
         else:
             self._t = now           # nothing in flight: no bytes to bring up to date
         self.active[tr] = None
-        for r in path.resources:
+        for r in resources:
             r.transfers[tr] = None
         self._reallocate()
         return tr
@@ -148,14 +190,15 @@ class Network:
             return
         tr.aborted = True
         self.num_aborted += 1
-        self._settle_lone(self.env.now)
+        now: float = self.env._now
+        self._settle_lone(now)
         if tr in self.active:
-            self._advance(self.env.now)
+            self._advance(now)
             self._remove(tr)
             self._reallocate()
 
     def rate_of(self, tr: Transfer) -> float:
-        self._settle_lone(self.env.now)
+        self._settle_lone(self.env._now)
         return tr.rate if tr in self.active else 0.0
 
     # -------------------------------------------------------------- internals ------------
@@ -165,13 +208,13 @@ class Network:
             for tr in self.active:
                 moved = tr.rate * dt
                 tr.remaining -= moved
-                for r in tr.path.resources:
+                for r in tr.path._resources:
                     r.bytes_moved += moved
         self._t = now
 
     def _remove(self, tr: Transfer) -> None:
         del self.active[tr]
-        for r in tr.path.resources:
+        for r in tr.path._resources:
             r.transfers.pop(tr, None)
 
     def _reallocate(self) -> None:
@@ -181,13 +224,14 @@ class Network:
         if lone is not None:               # no longer alone (or gone): its timer is void
             lone.lone_v = None
             self._lone = None
-        if not self.active:
+        active = self.active
+        if not active:
             return
-        if len(self.active) == 1:
+        if len(active) == 1:
             # one transfer alone: it gets its path's bottleneck (what the filling below gives);
             # one timer at its delivery drains it too, unless something happens before
-            tr = next(iter(self.active))
-            tr.rate = rate = tr.path.bottleneck_bytes_per_s
+            tr = next(iter(active))
+            tr.rate = rate = tr.path._bottleneck_bytes_per_s
             nxt = tr.remaining / rate
             if nxt < 0:
                 nxt = 0.0
@@ -195,21 +239,20 @@ class Network:
             self._lone_drain_s = self._t + nxt
             tr.lone_v = v = self._version
             # at (drain + latency), added in the order the two-timer form adds them
-            ev = self.env.timeout(self._lone_drain_s + tr.path.latency_s - self._t)
-            ev.callbacks.append(lambda _e, t=tr, v=v: self._on_lone(t, v))
+            self._lone_timer(self._lone_drain_s + tr.path._latency_s - self._t, tr, v)
             return
-        cap = {}
-        count = {}
-        for tr in self.active:
+        cap: dict[Resource, float] = {}
+        count: dict[Resource, int] = {}
+        for tr in active:
             tr.rate = -1.0
-            for r in tr.path.resources:
+            for r in tr.path._resources:
                 if r not in cap:
                     cap[r] = r.capacity_bytes_per_s
                     count[r] = 0
                 count[r] += 1
-        left = len(self.active)
+        left = len(active)
         while left:
-            best = None
+            best: Resource | None = None
             share = 0.0
             for r, n in count.items():
                 if n:
@@ -218,31 +261,39 @@ class Network:
                         best, share = r, s
             if share < 0.0:
                 share = 0.0
+            assert best is not None
             for tr in best.transfers:
                 if tr.rate >= 0.0:
                     continue
                 tr.rate = share
                 left -= 1
-                for r in tr.path.resources:
+                for r in tr.path._resources:
                     cap[r] -= share
                     count[r] -= 1
-        self._schedule_drain(min((tr.remaining / tr.rate if tr.rate > 0 else float("inf"))
-                                 for tr in self.active))
+        self._schedule_drain(min((tr.remaining / tr.rate if tr.rate > 0 else _INF)
+                                 for tr in active))
+
+    def _lone_timer(self, delay_s: float, tr: Transfer, version: int) -> None:
+        """In ``delay_s``: drain and deliver ``tr`` if it is still alone (timer ``version``).
+        (A method of its own: the callback's closure must not capture _reallocate's loop
+        variables, which would make every use of them in the compiled loop a cell access.)"""
+        ev = timeout(self.env, delay_s)
+        ev.callbacks.append(lambda _e: self._on_lone(tr, version))
 
     def _schedule_drain(self, nxt: float) -> None:
         """The next transfer drains in ``nxt`` seconds at the current rates: a timer then."""
-        if nxt == float("inf"):
+        if nxt == _INF:
             return
         if nxt < 0:
             nxt = 0.0
         version = self._version
-        ev = self.env.timeout(nxt)
-        ev.callbacks.append(lambda _e, v=version: self._on_timer(v))
+        ev = timeout(self.env, nxt)
+        ev.callbacks.append(lambda _e: self._on_timer(version))
 
     def _on_timer(self, version: int) -> None:
         if version != self._version:
             return                           # rates changed since: a newer timer is pending
-        now = self.env.now
+        now: float = self.env._now
         self._advance(now)
         drained = [tr for tr in self.active
                    if tr.remaining <= tr.num_bytes * _DRAIN_RTOL
@@ -263,6 +314,7 @@ class Network:
         """The transfer alone in flight drained at ``_lone_drain_s`` (not after now): apply
         that, as the drain timer of a transfer among others does; its own timer delivers it."""
         tr = self._lone
+        assert tr is not None
         t = self._lone_drain_s
         self._advance(t)
         self._remove(tr)
@@ -279,13 +331,13 @@ class Network:
         self._deliver(tr)
 
     def _deliver_later(self, tr: Transfer) -> None:
-        ev = self.env.timeout(tr.path.latency_s)
-        ev.callbacks.append(lambda _e, t=tr: self._deliver(t))
+        ev = timeout(self.env, tr.path._latency_s)
+        ev.callbacks.append(lambda _e: self._deliver(tr))
 
     def _deliver(self, tr: Transfer) -> None:
         if tr.aborted:
             return
-        tr.done_s = self.env.now
+        tr.done_s = self.env._now
         self.num_done += 1
         self.bytes_done += tr.num_bytes
         tr.on_done(tr)
@@ -308,21 +360,22 @@ class Topology:
     (objects with ``src, dst, bandwidth_bytes_per_s, latency_s``); ``cross_region``: the default
     link between regions without an explicit one (same attributes, no src/dst) or None."""
 
-    def __init__(self, links=(), cross_region=None):
-        self._links = {}
+    def __init__(self, links: Any = (), cross_region: Any = None) -> None:
+        self._links: dict[tuple[Any, Any], tuple[Resource, Any]] = {}
         for lk in links:
             for a, b in ((lk.src, lk.dst), (lk.dst, lk.src)):
                 self._links[(a, b)] = (Resource(f"link {a}->{b}", lk.bandwidth_bytes_per_s),
                                        lk.latency_s)
         self._cross = cross_region
-        self._cross_res = {}
-        self._paths = {}                 # (src, dst) -> Path: a replica's endpoints never change
+        self._cross_res: dict[tuple[str, str], Resource] = {}
+        # (src, dst) -> Path: a replica's endpoints never change
+        self._paths: dict[tuple[Any, Any], Path] = {}
 
-    def link(self, a: str, b: str):
+    def link(self, a: str, b: str) -> tuple[Resource, Any] | None:
         """(Resource, latency_s) of the explicit link from endpoint ``a`` to ``b``, or None."""
         return self._links.get((a, b))
 
-    def region_link(self, ra: str, rb: str):
+    def region_link(self, ra: str, rb: str) -> tuple[Resource | None, Any]:
         """(Resource or None, latency_s) between two regions: an explicit region link, the
         same-region fabric (None, None), or the cross-region default; raises LookupError when
         two different regions have no link."""
@@ -341,7 +394,7 @@ class Topology:
                                                   self._cross.bandwidth_bytes_per_s)
         return res, self._cross.latency_s
 
-    def path(self, src, dst) -> Path:
+    def path(self, src: Any, dst: Any) -> Path:
         """Path from replica ``src`` to replica ``dst`` (objects with ``pool``, ``region``,
         ``port_out``, ``port_in`` and ``fabric_latency_s``)."""
         p = self._paths.get((src, dst))
@@ -349,7 +402,7 @@ class Topology:
             p = self._paths[(src, dst)] = self._path(src, dst)
         return p
 
-    def _path(self, src, dst) -> Path:
+    def _path(self, src: Any, dst: Any) -> Path:
         ports = (src.port_out, dst.port_in)
         lk = self._links.get((src.pool, dst.pool))
         if lk is not None:

@@ -25,6 +25,7 @@ of ``pp`` identical stages in the pool's region (:func:`stage_layout` builds bot
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 from llmsim.cost import CostModel
 from llmsim.cost.memory import MemoryPlan, activation_reserve_bytes
@@ -38,7 +39,7 @@ class StageSpec:
     """One pipeline stage of a replica: ``num_layers`` layers on ``tp`` GPUs of ``hardware``
     in ``region``."""
 
-    hardware: object
+    hardware: Any
     tp: int
     region: str
     num_layers: int
@@ -86,21 +87,25 @@ class PipelineCostModel:
     """Step time of a decentralized pipeline (module docstring); duck-types the two methods of
     :class:`~llmsim.cost.CostModel` the engine uses."""
 
-    def __init__(self, model, stages, quant, hop_coeffs_list):
+    def __init__(self, model: Any, stages: Iterable[StageSpec], quant: Any,
+                 hop_coeffs_list: Iterable[tuple[float, float]]) -> None:
         self.model = model
-        self.stages = list(stages)
+        self.stages: list[StageSpec] = list(stages)
         L = model.num_layers
         groups: dict = {}
         for st in self.stages:
-            key = (st.hardware.name, st.tp)
+            hw: Any = st.hardware
+            key = (hw.name, st.tp)
             if key not in groups:
-                cm = CostModel(model, st.hardware, ParallelConfig(tp=st.tp), quant)
-                groups[key] = [cm, st.hardware.efficiency.step_overhead_s, 0.0, 0.0, 0]
+                cm = CostModel(model, hw, ParallelConfig(tp=st.tp), quant)
+                groups[key] = [cm, hw.efficiency.step_overhead_s, 0.0, 0.0, 0]
             g = groups[key]
             g[2] += st.num_layers / L                 # total share on this card
             g[3] = max(g[3], st.num_layers / L)       # largest stage share on it
             g[4] += 1                                 # stages on it
-        self._groups = tuple(tuple(g) for g in groups.values())
+        # one (cost model, overhead_s, total share, largest share, stages) per card type
+        self._groups: tuple[tuple[CostModel, float, float, float, int], ...] = tuple(
+            (g[0], g[1], g[2], g[3], g[4]) for g in groups.values())
         per_tok = 2.0 * model.hidden_size * quant.activation_bytes
         P = len(self.stages)
         t0 = s1 = 0.0
@@ -108,8 +113,8 @@ class PipelineCostModel:
             t0 += h0
             if j < P - 1:                 # the return hop carries only the sampled token ids
                 s1 += h1 * per_tok
-        self._hop_t0 = t0 if P > 1 else 0.0
-        self._hop_per_token_s = s1 if P > 1 else 0.0
+        self._hop_t0: float = t0 if P > 1 else 0.0
+        self._hop_per_token_s: float = s1 if P > 1 else 0.0
         self.num_stages = P
 
     def step_time_s(self, agg: BatchAggregates) -> float:
@@ -142,7 +147,7 @@ def stage_memory_plan(model, stages, quant, *, gpu_memory_utilization: float, bl
                       pool_name: str = "") -> MemoryPlan:
     """Memory plan of one pipeline replica whose stages may differ (module docstring)."""
     P = len(stages)
-    best = None
+    best: Any = None
     problems = []
     weights_total = 0.0
     cms: dict = {}

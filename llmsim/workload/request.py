@@ -35,14 +35,17 @@ class Request:
                  extra: dict | None = None) -> None:
         # the counts take any integer (numpy's too; a float is refused) and hold Python ints,
         # the arrival a float: the same in the pure and the compiled build (llmsim/_compiled.py)
+        # (a Python int is taken as it is: index() is a call per count, once per request)
         self.request_id = request_id
         self.arrival_s: float = float(arrival_s)
-        self.num_prompt_tokens: int = index(num_prompt_tokens)
-        self.max_tokens: int = index(max_tokens)
+        self.num_prompt_tokens: int = num_prompt_tokens if type(num_prompt_tokens) is int \
+            else index(num_prompt_tokens)
+        self.max_tokens: int = max_tokens if type(max_tokens) is int else index(max_tokens)
         self.hash_ids = hash_ids
-        self.hash_block_tokens: int = index(hash_block_tokens)
+        self.hash_block_tokens: int = hash_block_tokens if type(hash_block_tokens) is int \
+            else index(hash_block_tokens)
         self.tenant = tenant
-        self.priority: int = index(priority)
+        self.priority: int = priority if type(priority) is int else index(priority)
         self.session_id = session_id
         self.extra = extra
         self.num_output_tokens = 0

@@ -22,6 +22,7 @@ from llmsim.workload.arrivals import CHUNK, arrival_chunks, iter_times
 from llmsim.workload.lengths import make_marginal, make_pair_sampler
 from llmsim.workload.readers import open_reader
 from llmsim.workload.sessions import BlockIds, schedule_turns
+from llmsim.workload.stream import NonEmpty, SyntheticItems
 
 #: Counters kept per source (``Workload.stats``), filled as iteration goes:
 #: requests — requests yielded; rows_read — trace rows (ShareGPT: conversations) read;
@@ -78,13 +79,18 @@ class _Take:
 def synthetic_items(part, start_chunks: Iterator[np.ndarray], rng_len: np.random.Generator,
                     rng_sess: np.random.Generator, base_dir: Path, key: str, counts: dict,
                     session_prefix: str | None) -> Iterator[tuple]:
-    sampler = make_pair_sampler(part, rng_len, base_dir, key)
+    """Items of a synthetic source (lazy: the length sampler is built at the first ``next``)."""
     if part.sessions is None:
-        for times in start_chunks:
-            p, o, fl = sampler.draw(times.size)
-            for t, pp, oo, f in zip(times.tolist(), p.tolist(), o.tolist(), fl.tolist()):
-                yield (t, pp, oo, None, None, None, f)
-        return
+        # compiled loop per item (llmsim/workload/stream.py)
+        return SyntheticItems(start_chunks,
+                              lambda: make_pair_sampler(part, rng_len, base_dir, key).draw)
+    return _session_items(part, start_chunks, rng_len, rng_sess, base_dir, key, counts,
+                          session_prefix)
+
+
+def _session_items(part, start_chunks, rng_len, rng_sess, base_dir, key, counts,
+                   session_prefix) -> Iterator[tuple]:
+    sampler = make_pair_sampler(part, rng_len, base_dir, key)
     yield from schedule_turns(_synthetic_sessions(part.sessions, sampler, start_chunks, rng_sess,
                                                   base_dir, key, counts, session_prefix))
 
@@ -174,15 +180,14 @@ def trace_items(tc, path: Path, on_bad_row: str, counts: dict, rng_sample_seed,
                 rng_arrival: np.random.Generator, rng_think: np.random.Generator
                 ) -> Iterator[tuple]:
     """Items of a trace source (``tc``: a concrete-format trace config). ``rng_sample_seed`` is a
-    SeedSequence so the rate pre-pass can repeat the same sampling."""
-    reader = open_reader(tc, path, on_bad_row, counts)
-    items = _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arrival,
-                         rng_think)
-    first = next(items, None)
-    if first is not None:
-        yield first
-        yield from items                     # (delegated: no Python step per item)
-    else:       # read to the end and nothing kept: say why rather than run an empty simulation
+    SeedSequence so the rate pre-pass can repeat the same sampling. Lazy: the file is opened at
+    the first ``next``; a trace of which no request is left raises InputError saying why."""
+    def build():
+        reader = open_reader(tc, path, on_bad_row, counts)
+        return _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arrival,
+                            rng_think)
+
+    def empty():    # read to the end and nothing kept: say why rather than run an empty simulation
         why = [f"{counts[k]} {what}" for k, what in (
             ("skipped_bad_rows", "bad rows skipped"), ("outside_window_rows", "outside the window"),
             ("sampled_out_rows", "sampled out"), ("dropped_over_cap_rows", "dropped over the caps"))
@@ -191,12 +196,15 @@ def trace_items(tc, path: Path, on_bad_row: str, counts: dict, rng_sample_seed,
             f"no request is left of the trace's {counts['rows_read']} rows"
             + (f" ({', '.join(why)})" if why else ""), where=str(path)))
 
+    return NonEmpty(build, empty)       # (compiled: no interpreted step per item)
+
 
 def _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arrival, rng_think):
+    """The item stream of ``reader`` through the transforms (built when the first item is
+    asked for: :func:`trace_items`)."""
     B = reader.hash_block_tokens
     if reader.yields_sessions:
-        yield from _trace_sessions(tc, reader, counts, rng_sample_seed, rng_arrival, rng_think)
-        return
+        return _trace_sessions(tc, reader, counts, rng_sample_seed, rng_arrival, rng_think)
 
     def front(rd, cnt):
         items = iter(rd)
@@ -216,7 +224,7 @@ def _trace_items(tc, path, reader, on_bad_row, counts, rng_sample_seed, rng_arri
         items = T.scale_time(items, rate / tc.rate_per_s)
     if tc.arrival is not None:
         items = T.retime(items, arrival_chunks(tc.arrival, rng_arrival))
-    yield from T.cap(items, tc.max_prompt_tokens, tc.max_output_tokens, tc.cap_mode, B, counts)
+    return T.cap(items, tc.max_prompt_tokens, tc.max_output_tokens, tc.cap_mode, B, counts)
 
 
 def _trace_sessions(tc, reader, counts, rng_sample_seed, rng_arrival, rng_think):

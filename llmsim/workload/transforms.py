@@ -24,20 +24,10 @@ import numpy as np
 
 from llmsim.errors import InputError, input_problem
 from llmsim.workload.arrivals import CHUNK, iter_times
-from llmsim.workload.items import CAP_OUTPUT, CAP_PROMPT
+# the per-item transforms run compiled in the compiled build (see llmsim/workload/stream.py)
+from llmsim.workload.stream import cap, cap_item, scale_time, window
 
-
-def window(items: Iterable[tuple], start_s: float, end_s: float | None, counts: dict
-           ) -> Iterator[tuple]:
-    end = float("inf") if end_s is None else end_s
-    for it in items:
-        t = it[0]
-        if t < start_s:
-            counts["outside_window_rows"] += 1
-            continue
-        if t >= end:
-            return
-        yield (t - start_s,) + it[1:] if start_s else it
+__all__ = ["window", "sample", "scale_time", "observed_rate", "retime", "cap_item", "cap"]
 
 
 def sample(records: Iterable, fraction: float, rng: np.random.Generator, counts: dict) -> Iterator:
@@ -54,11 +44,6 @@ def sample(records: Iterable, fraction: float, rng: np.random.Generator, counts:
             yield r
         else:
             counts["sampled_out_rows"] += 1
-
-
-def scale_time(items: Iterable[tuple], factor: float) -> Iterator[tuple]:
-    for it in items:
-        yield (it[0] * factor,) + it[1:]
 
 
 def observed_rate(items: Iterable[tuple], where: str) -> float:
@@ -84,38 +69,3 @@ def retime(items: Iterable[tuple], arrival_chunks: Iterable[np.ndarray]) -> Iter
         if t is None:          # a finite rate curve ended: no more arrivals
             return
         yield (t,) + it[1:]
-
-
-def cap_item(it: tuple, max_p: int | None, max_o: int | None, mode: str, block_tokens: int):
-    """Capped item, or None when ``mode == 'drop'`` and a length is over its cap."""
-    p, o = it[1], it[2]
-    over_p = max_p is not None and p > max_p
-    over_o = max_o is not None and o > max_o
-    if not (over_p or over_o):
-        return it
-    if mode == "drop":
-        return None
-    flags = it[6]
-    h = it[3]
-    if over_p:
-        p = max_p
-        flags |= CAP_PROMPT
-        if h is not None and block_tokens:
-            h = h[: -(-p // block_tokens)]
-    if over_o:
-        o = max_o
-        flags |= CAP_OUTPUT
-    return (it[0], p, o, h, it[4], it[5], flags)
-
-
-def cap(items: Iterable[tuple], max_p, max_o, mode: str, block_tokens: int, counts: dict
-        ) -> Iterator[tuple]:
-    if max_p is None and max_o is None:
-        yield from items
-        return
-    for it in items:
-        c = cap_item(it, max_p, max_o, mode, block_tokens)
-        if c is None:
-            counts["dropped_over_cap_rows"] += 1
-            continue
-        yield c

@@ -31,12 +31,12 @@ from pydantic import TypeAdapter, ValidationError
 from llmsim.errors import InputError, Problem, input_problem
 from llmsim.workload import config as C
 from llmsim.workload.arrivals import arrival_chunks
-from llmsim.workload.items import FLAG_COUNTERS
 from llmsim.workload.lengths import resolve
 from llmsim.workload.readers import detect_format, open_reader
 from llmsim.workload.request import Request
 from llmsim.workload.sources import (SOURCE_COUNTER_KEYS, SplitArrivals, new_source_counts,
                                      synthetic_items, trace_items)
+from llmsim.workload.stream import RequestStream
 
 HASH_NAMESPACE_BITS = 48
 
@@ -157,8 +157,9 @@ class Workload:
         return self._requests(streams)
 
     def _requests(self, streams) -> Iterator[Request]:
+        """The requests of the source streams (the loop per request is compiled:
+        :class:`~llmsim.workload.stream.RequestStream`)."""
         cfg = self.config
-        limit_n = cfg.num_requests
         limit_t = cfg.duration_s if cfg.duration_s is not None else float("inf")
         srcs = self._sources
         meta = []
@@ -168,30 +169,10 @@ class Workload:
             meta.append((tenant, s.priority, self._counts[s.name], off,
                          self._block_tokens(s)))
         if len(streams) == 1:
-            merged = ((0, it) for it in streams[0])
-        else:
-            tagged = [_tag(k, st) for k, st in enumerate(streams)]
-            merged = heapq.merge(*tagged, key=lambda p: p[1][0])
-        rid = 0
-        for k, it in merged:
-            t = it[0]
-            if t >= limit_t:
-                break
-            tenant, prio, counts, off, B = meta[k]
-            h = it[3]
-            if h is not None and off:
-                h = [x + off for x in h]
-            flags = it[6]
-            if flags:
-                for bit, name in FLAG_COUNTERS:
-                    if flags & bit:
-                        counts[name] += 1
-            counts["requests"] += 1
-            yield Request(rid, t, it[1], it[2], h, B if h is not None else 0, tenant, prio,
-                          it[4], it[5])
-            rid += 1
-            if limit_n is not None and rid >= limit_n:
-                break
+            return RequestStream(iter(streams[0]), False, meta, cfg.num_requests, limit_t)
+        tagged = [_tag(k, st) for k, st in enumerate(streams)]
+        merged = heapq.merge(*tagged, key=lambda p: p[1][0])
+        return RequestStream(merged, True, meta, cfg.num_requests, limit_t)
 
     def _block_tokens(self, s: _Source) -> int:
         if s.kind == "trace":

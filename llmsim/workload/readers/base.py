@@ -25,8 +25,6 @@ MAX_BAD_ROW_EXAMPLES = 5
 #: any model card, and small enough that no count or ``hash_ids`` list built from it can overflow
 MAX_TOKENS = 100_000_000
 
-_END = object()
-
 COUNTER_KEYS = ("rows_read", "skipped_bad_rows", "filtered_rows", "failed_rows")
 
 
@@ -157,22 +155,11 @@ class TraceReader:
         return self._guarded()
 
     def _guarded(self):
-        n0, f0 = self.counts["rows_read"], self.counts["filtered_rows"]
-        try:
-            rows = self._rows()
-            first = next(rows, _END)
-            kept = first is not _END
-            if kept:
-                yield first
-                yield from rows              # (delegated: no Python step per row)
-        except UnicodeDecodeError:
-            raise not_utf8(self.path) from None
-        except JSONArrayError as exc:
-            raise InputError(input_problem(str(exc), where=self.where)) from None
-        if self.counts["rows_read"] == n0:
-            raise InputError(input_problem("trace file has no data rows", where=self.where))
-        if not kept and self.counts["filtered_rows"] > f0:
-            raise InputError(input_problem(self.filtered_out_message(), where=self.where))
+        """The rows of ``_rows()``; InputError naming the file when it is not UTF-8, is a broken
+        JSON array, has no data row, or every row was filtered out (the loop runs compiled in
+        the compiled build: :func:`llmsim.workload.readers.rows.guarded_rows`)."""
+        from llmsim.workload.readers.rows import guarded_rows   # (rows imports this module)
+        return guarded_rows(self)
 
     def filtered_out_message(self) -> str:
         return "every row was filtered out"

@@ -26,11 +26,9 @@ record's index). ``turns: first`` keeps each conversation's first exchange only.
 """
 from __future__ import annotations
 
-import math
-
-from llmsim.workload.readers.base import MAX_TOKENS, BadRow, TraceReader, check_hash_ids, \
-    open_text, parse_tokens
+from llmsim.workload.readers.base import BadRow, TraceReader, open_text, parse_tokens
 from llmsim.workload.readers.jsonio import iter_records
+from llmsim.workload.readers.rows import mooncake_rows
 from llmsim.workload.sessions import BlockIds
 
 PROMPT_KEYS = ("prompt_tokens", "input_len", "prompt_len", "input_length", "input_tokens",
@@ -43,9 +41,6 @@ ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "bing", "model"}
 SYSTEM_ROLES = {"system"}
 COUNT_KEYS = ("num_tokens", "tokens", "token_count")
 TEXT_KEYS = ("value", "content", "text")
-
-
-_INTS = frozenset((int,))      # the types check_hash_ids allows
 
 
 class MooncakeReader(TraceReader):
@@ -70,57 +65,8 @@ class MooncakeReader(TraceReader):
         raise self.header_error("trace file is empty")
 
     def _rows(self):
-        counts = self.counts
-        B = self.hash_block_tokens
-        t0 = None
-        last_t = None
-        with open_text(self.path) as f:
-            for line, obj in iter_records(f):
-                counts["rows_read"] += 1
-                try:
-                    if type(obj) is not dict:           # (what json makes: no checks)
-                        if isinstance(obj, Exception):
-                            raise BadRow(None, None, f"line is not valid JSON ({obj})")
-                        if not isinstance(obj, dict):
-                            raise BadRow(None, obj, "record is not a JSON object")
-                    try:
-                        raw_t = obj["timestamp"]
-                        p = obj["input_length"]
-                        o = obj["output_length"]
-                    except KeyError as exc:
-                        raise BadRow(exc.args[0], None, "missing key") from None
-                    if type(p) is not int or p < 1 or p > MAX_TOKENS:
-                        p = parse_tokens(p, "input_length")
-                    if type(o) is not int or o < 1 or o > MAX_TOKENS:
-                        o = parse_tokens(o, "output_length")
-                    h = obj.get("hash_ids")
-                    if h is not None:
-                        if type(h) is not list:
-                            raise BadRow("hash_ids", h, "hash_ids must be a list")
-                        # check_hash_ids' checks, inline where they pass (once per row)
-                        n = len(h)
-                        if (B and n != -(-p // B) and n != p // B) or \
-                                not _INTS.issuperset(map(type, h)):
-                            check_hash_ids(h, "hash_ids", p, B)
-                    if type(raw_t) not in (int, float):
-                        raise BadRow("timestamp", raw_t, "timestamp must be a number (ms)")
-                    try:
-                        v = raw_t / 1000.0
-                    except OverflowError:
-                        v = math.inf
-                    if not math.isfinite(v):
-                        raise BadRow("timestamp", raw_t, "timestamp must be a finite number (ms)")
-                    if t0 is None:
-                        t0 = v
-                    t = v - t0
-                    if last_t is not None and t < last_t:
-                        raise BadRow("timestamp", raw_t, f"timestamp goes backwards (previous row "
-                                     f"at {last_t * 1000:.3f} ms from the first); rows must be in "
-                                     "time order")
-                    last_t = t
-                    yield (t, p, o, h, None, None, 0)
-                except BadRow as exc:
-                    self.bad(line, exc)
+        # the loop per row runs compiled in the compiled build (readers/rows.py)
+        return mooncake_rows(self)
 
 
 def _first_key(d: dict, keys):

@@ -37,29 +37,10 @@ def first_char(f) -> str:
 
 
 def iter_jsonl(f) -> Iterator[tuple[int, object]]:
-    # A line that starts with its value and ends right after it (the common case) is parsed
-    # by the C scanner that json.loads ends in, called directly, and needs no blank-line
-    # check: json.loads adds three Python calls and two regex matches per line, the check a
-    # copy of the line (together ≈ 4.5 of a Mooncake row's ≈ 7 µs). Any other line (blank,
-    # leading or trailing blanks, invalid) goes through json.loads as before, so records and
-    # errors are json.loads'.
-    scan = _DEC.scan_once
-    for lineno, line in enumerate(f, 1):
-        if lineno == 1:
-            line = line.lstrip("\ufeff")     # a byte-order mark, as the CSV readers allow
-        try:
-            obj, end = scan(line, 0)
-        except (StopIteration, ValueError):
-            end = -1
-        if end == len(line) or (end > 0 and line[end:] in _EOL):
-            yield lineno, obj
-            continue
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except ValueError as exc:
-            yield lineno, exc
+    """``(line, object or ValueError)`` per non-blank line (the loop runs compiled in the
+    compiled build: :func:`llmsim.workload.readers.rows.jsonl_records`)."""
+    from llmsim.workload.readers.rows import jsonl_records   # (rows imports this module)
+    return jsonl_records(f)
 
 
 def iter_json_array(f) -> Iterator[tuple[int, object]]:
