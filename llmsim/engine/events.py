@@ -206,7 +206,9 @@ class Resume:
                 if isinstance(event, FastTimeout):
                     nxt = next(self.gen)       # = send(None): timeouts carry no value
                 elif event._ok:
-                    nxt = self.gen.send(event._value)
+                    value = event._value
+                    # send(None) is next(): a builtin call, not a method looked up by name
+                    nxt = next(self.gen) if value is None else self.gen.send(value)
                 else:
                     event._defused = True
                     failure = event._value

@@ -32,8 +32,7 @@ attribute a dict lookup. (Like :meth:`Replica._retarget`, this relies on SimPy 4
 """
 from __future__ import annotations
 
-import bisect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections import deque
 
 import simpy
@@ -44,6 +43,9 @@ from llmsim.scheduling.base import Scheduler, SchedulerOutput
 from llmsim.scheduling.runs import (DecodeRunPlan, bisect_left_float, bisect_right_float,
                                     bisect_right_int)
 from llmsim.workload.request import FINISHED, Request
+
+if TYPE_CHECKING:    # (cluster.py imports this module: the types only, for the compiled build)
+    from llmsim.engine.cluster import Cluster, Handoff
 
 KILL = "replica lost"     # interrupt cause that stops an engine process
 INF = float("inf")
@@ -93,7 +95,7 @@ class Replica:
         self.max_run_steps = max_run_steps
         self.role = role
         self.handoff = role == "prefill"
-        self.cluster = cluster
+        self.cluster: Cluster | None = cluster
         self.num_stages = num_stages
         self.alive = True
         self.accepting = True
@@ -152,7 +154,7 @@ class Replica:
         return sum(e.scheduler.tokens_out for e in self.engines)
 
     # -------------------------------------------------------------- arrivals -----------
-    def _pick_engine(self):
+    def _pick_engine(self) -> VirtualEngine:
         if self._sole_engine is not None:
             return self._sole_engine
         # vLLM: the virtual engine with the fewest unfinished requests
@@ -162,7 +164,7 @@ class Replica:
         """Called at the request's arrival time."""
         req.pool = self.pool
         req.replica = self.index
-        ve = self._sole_engine or self._pick_engine()
+        ve: VirtualEngine = self._sole_engine or self._pick_engine()
         self._account_kv()
         sched = ve.scheduler
         self.num_arrivals += 1
@@ -192,13 +194,13 @@ class Replica:
         self.num_outstanding += 1
         self.poke(ve)
 
-    def enqueue_incoming(self, h) -> None:
+    def enqueue_incoming(self, h: Handoff) -> None:
         """A context computed elsewhere wants to continue here (hand-off ``h``).
 
         Its slot and blocks are reserved at the next step boundary. Inside a macro-step that
         boundary is handled without ending the macro-step (:meth:`_boundary_in_run`): a
         reservation does not change the batch."""
-        ve = self._sole_engine or self._pick_engine()
+        ve: VirtualEngine = self._sole_engine or self._pick_engine()
         h.dst = self
         h.dst_ve = ve
         ve.incoming.append(h)
@@ -207,7 +209,7 @@ class Replica:
         plan = self._run_plan
         if self._run_proc is ve and plan is not None:
             now = self.env._now
-            j = bisect.bisect_left(plan.ends, now, self._run_a + 1, self._run_k + 1)
+            j = bisect_left_float(plan.ends, now, self._run_a + 1, self._run_k + 1)
             if j < self._run_k:
                 due = (plan, j)
                 if self._boundary_due != due:
@@ -217,7 +219,7 @@ class Replica:
                 return
         self.poke(ve)
 
-    def poke(self, ve) -> None:
+    def poke(self, ve: VirtualEngine) -> None:
         """Work was queued for ``ve``: end a macro-step at the end of the step in flight and
         wake the engine if it sleeps. An engine asleep with nothing it could run (a prefill
         replica whose hand-off has moved) is not woken: it only takes the timeline samples
@@ -235,7 +237,7 @@ class Replica:
             elif now >= self._next_sample_s:
                 self._sample()
 
-    def release_kv(self, ve, req, num_kv_tokens: int) -> None:
+    def release_kv(self, ve: VirtualEngine, req: Request, num_kv_tokens: int) -> None:
         """Free the KV blocks ``ve`` holds for ``req`` at any time (a context that has moved
         away, a transfer abandoned). Inside a macro-step the step in flight is billed, as
         single stepping bills it when it starts, with the blocks in use before the release
@@ -294,13 +296,15 @@ class Replica:
             self._next_sample_s += interval
 
     # -------------------------------------------------------------- step boundary ------
-    def _boundary(self, ve) -> None:
+    def _boundary(self, ve: VirtualEngine) -> None:
         """Cluster work due at a step boundary: a control request, contexts that arrived
         (join the decode group), contexts waiting for room (reserve, start their move)."""
         sched = ve.scheduler
+        cluster = self.cluster
+        assert cluster is not None       # contexts move only between replicas of a cluster
         if ve.control is not None:
             what, ve.control = ve.control, None
-            self.cluster.control(self, ve, what)
+            cluster.control(self, ve, what)
         if ve.ready:
             for h in ve.ready:
                 req = h.req
@@ -315,15 +319,17 @@ class Replica:
                 break
             inc.popleft()
             ve.inflight += 1
-            self.cluster.start_move(h)
+            cluster.start_move(h)
 
-    def _hand_off(self, ve, out) -> None:
+    def _hand_off(self, ve: VirtualEngine, out: SchedulerOutput) -> None:
         """Prefill role: detach the requests whose prefill just completed; the cluster moves
         their KV to a decode replica."""
         sched = ve.scheduler
+        cluster = self.cluster
+        assert cluster is not None
         for req in sched.just_prefilled(out):
             tokens, last = sched.detach_running(req)
-            self.cluster.hand_off(self, ve, req, tokens, last, "disagg")
+            cluster.hand_off(self, ve, req, tokens, last, "disagg")
 
     # -------------------------------------------------------------- engine loop --------
     def _loop(self, ve: VirtualEngine):
@@ -558,10 +564,11 @@ class Replica:
         ``j`` when step ``j + 1`` would preempt (the engine then resumes now and schedules as
         usual). While a context still waits for room, the macro-step ends at the next finish
         (which frees room), where the engine tries again."""
-        plan, j = due
+        plan: DecodeRunPlan = due[0]
+        j: int = due[1]
         if self._boundary_due == due:
             self._boundary_due = None
-        ve = self._run_proc
+        ve: VirtualEngine | None = self._run_proc
         if (ve is None or self._run_plan is not plan or self._run_k <= j or not ve.incoming
                 or ve.ready or ve.control is not None):
             return      # the macro-step ends at this boundary: the engine does the work
@@ -595,7 +602,7 @@ class Replica:
             stop = j + 1           # only step j + 1 is sure to fit
         if ve.incoming:
             plan.open = False      # a finish may make room: stop there and try again
-            i = bisect.bisect_right(plan.fin_steps, j)
+            i = bisect_right_int(plan.fin_steps, j, 0)
             if i < len(plan.fin_steps) and plan.fin_steps[i] < stop:
                 stop = plan.fin_steps[i]
         if stop < k:
@@ -679,7 +686,7 @@ class Replica:
         if ve is not None:
             ends = self._run_plan.ends
             k = self._run_k
-            j = bisect.bisect_right(ends, now, self._run_a + 1, k + 1) - 1
+            j = bisect_right_float(ends, now, self._run_a + 1, k + 1) - 1
             if j >= k:      # the run has ended (its process would resume at this time)
                 if k > self._run_a:
                     self._apply_run(ve.scheduler, k)
