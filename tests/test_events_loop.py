@@ -10,7 +10,8 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmsim.engine.events import Environment, FastTimeout, _pop, _push, start_process, timeout
+from llmsim.engine.events import (Environment, FastEvent, FastTimeout, _pop, _push, event,
+                                  start_process, timeout)
 
 
 def _program(env, trace, fast: bool):
@@ -199,3 +200,35 @@ def test_queue_pops_in_heapq_order(ops):
     while ref:
         assert _pop(ours) == heapq.heappop(ref)
     assert not ours
+
+
+def test_fast_event_wakes_like_a_simpy_event():
+    """A FastEvent (an engine's wake-up) is processed where SimPy's Event would be: after
+    what is already due at that time, with the value given to succeed()."""
+    traces = []
+    for fast in (False, True):
+        env = Environment()
+        trace = []
+        gate = event(env) if fast else env.event()
+
+        def sleeper():
+            value = yield gate
+            trace.append((env.now, "woke", value))
+
+        def other():
+            yield env.timeout(1.0)
+            trace.append((env.now, "other"))
+
+        def waker():
+            yield env.timeout(1.0)   # the gate it triggers comes after other's timeout
+            gate.succeed("go")
+            trace.append((env.now, "succeeded", gate.triggered))
+        for p in (sleeper, waker, other):
+            env.process(p())
+        env.run()
+        traces.append(trace)
+    assert traces[0] == traces[1] == [(1.0, "succeeded", True), (1.0, "other"),
+                                      (1.0, "woke", "go")]
+    with pytest.raises(RuntimeError, match="already been triggered"):
+        gate.succeed()
+    assert isinstance(gate, FastEvent) and gate.processed and gate.value == "go"

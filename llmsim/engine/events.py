@@ -23,6 +23,8 @@ Contract.
   :class:`FastTimeout`: an event with SimPy's attributes (``env``, ``callbacks``, ``value``,
   ``ok``, ``triggered``, ``processed``) that fires ``delay`` from now with NORMAL priority.
   ``Environment.timeout`` returns SimPy's own ``Timeout``, for Python callers.
+- :func:`event` (``env.event()`` on the hot path: an engine's wake-up) returns a native
+  :class:`FastEvent`, untriggered until its ``succeed(value)`` schedules it now (NORMAL).
 - :func:`start_process` (``env.process(generator)``) starts a SimPy ``Process`` resumed by a
   compiled :class:`Resume`, which is also the process's ``_resume`` (what SimPy's interrupts
   and :meth:`~llmsim.engine.replica.Replica._retarget` look up). Values are sent into the
@@ -114,7 +116,7 @@ class Environment:
         must be later than now); an event — it has been processed (returns its value;
         RuntimeError if the events run out first)."""
         if until is not None:
-            if not isinstance(until, (Event, FastTimeout)):
+            if not isinstance(until, (Event, FastEvent)):
                 at = float(until)
                 if at <= self._now:
                     raise ValueError(f"until ({at}) must be greater than the current "
@@ -139,16 +141,27 @@ class Environment:
         return None
 
 
-class FastTimeout:
-    """A timeout created by compiled code (:func:`timeout`): SimPy's ``Timeout`` as a native
-    object. Always succeeds, with value None."""
+class FastEvent:
+    """An event made by compiled code (``env.event()`` on the hot path: an engine's wake-up):
+    SimPy's ``Event`` as a native object, untriggered until :meth:`succeed`."""
 
-    def __init__(self, env: Environment, delay: float) -> None:
+    def __init__(self, env: Environment) -> None:
         self.env = env
         self.callbacks: Any = []       # list, None once processed
         self._ok = True
-        self._value: Any = None
-        self._delay = delay
+        self._value: Any = _PENDING
+
+    def succeed(self, value: Any = None) -> FastEvent:
+        """Trigger the event with ``value``: it is processed now, after what is already due
+        (NORMAL priority), like SimPy's ``Event.succeed``."""
+        if self._value is not _PENDING:
+            raise RuntimeError(f"{self!r} has already been triggered")
+        self._value = value
+        env = self.env
+        eid = env._eid
+        env._eid = eid + 1
+        _push(env._queue, (env._now, NORMAL, eid, self))
+        return self
 
     @property
     def ok(self) -> bool:
@@ -156,11 +169,13 @@ class FastTimeout:
 
     @property
     def value(self) -> Any:
-        return None
+        if self._value is _PENDING:
+            raise AttributeError(f"Value of {self!r} is not yet available")
+        return self._value
 
     @property
     def triggered(self) -> bool:
-        return True
+        return self._value is not _PENDING
 
     @property
     def processed(self) -> bool:
@@ -170,8 +185,25 @@ class FastTimeout:
     def defused(self) -> bool:
         return False
 
+
+class FastTimeout(FastEvent):
+    """A timeout made by compiled code (:func:`timeout`): SimPy's ``Timeout`` as a native
+    object. Always succeeds, with value None."""
+
+    def __init__(self, env: Environment, delay: float) -> None:
+        self.env = env
+        self.callbacks = []
+        self._ok = True
+        self._value = None
+        self._delay = delay
+
     def __repr__(self) -> str:
         return f"<FastTimeout({self._delay}) object at {id(self):#x}>"
+
+
+def event(env: Environment) -> FastEvent:
+    """``env.event()`` for compiled callers: a :class:`FastEvent`."""
+    return FastEvent(env)
 
 
 def timeout(env: Environment, delay: float) -> FastTimeout:
@@ -203,8 +235,10 @@ class Resume:
         nxt: Any = None
         while True:
             try:
-                if isinstance(event, FastTimeout):
-                    nxt = next(self.gen)       # = send(None): timeouts carry no value
+                if isinstance(event, FastEvent):      # (these always succeed)
+                    fast: FastEvent = event
+                    value = fast._value
+                    nxt = next(self.gen) if value is None else self.gen.send(value)
                 elif event._ok:
                     value = event._value
                     # send(None) is next(): a builtin call, not a method looked up by name
@@ -227,7 +261,7 @@ class Resume:
                 proc._value = err
                 env.schedule(proc)
                 break
-            if isinstance(nxt, FastTimeout):
+            if isinstance(nxt, FastEvent):
                 cbs: Any = nxt.callbacks
             else:
                 try:
@@ -262,8 +296,8 @@ def _process_events(env: Environment, once: bool) -> None:
         item = _pop(queue)
         env._now = item[0]
         event: Any = item[3]
-        if isinstance(event, FastTimeout):
-            fast: FastTimeout = event
+        if isinstance(event, FastEvent):
+            fast: FastEvent = event
             callbacks: Any = fast.callbacks
             fast.callbacks = None
         else:
@@ -282,7 +316,7 @@ def _process_events(env: Environment, once: bool) -> None:
             event.callbacks = callbacks[i + 1:]
             env.schedule(event, _RESUMED)
             raise
-        if not isinstance(event, FastTimeout) and not event._ok \
+        if not isinstance(event, FastEvent) and not event._ok \
                 and not hasattr(event, "_defused"):
             failure = event._value
             exc = type(failure)(*failure.args)

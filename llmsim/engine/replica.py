@@ -37,7 +37,7 @@ from collections import deque
 
 import simpy
 
-from llmsim.engine.events import Environment, start_process, timeout
+from llmsim.engine.events import Environment, FastEvent, event, start_process, timeout
 from llmsim.errors import InputError, input_problem
 from llmsim.scheduling.base import Scheduler, SchedulerOutput
 from llmsim.scheduling.runs import (DecodeRunPlan, bisect_left_float, bisect_right_float,
@@ -62,7 +62,7 @@ class VirtualEngine:
         self.replica = replica
         self.scheduler = scheduler
         self.index = index
-        self.wake: Any = None          # the event the engine sleeps on; None once woken (or running)
+        self.wake: FastEvent | None = None   # what the engine sleeps on; None once woken (or running)
         self.incoming: deque = deque()   # hand-offs waiting for a slot and blocks here
         self.ready: list = []           # hand-offs whose KV has arrived, to join at the next boundary
         self.inflight = 0         # hand-offs with blocks reserved here, KV on the wire
@@ -358,7 +358,7 @@ class Replica:
                 if env._now >= self._next_sample_s:
                     self._sample()
                 self._account_kv()
-                ve.wake = env.event()
+                ve.wake = event(env)
                 yield ve.wake
                 ve.wake = None
                 self._account_kv()
@@ -373,7 +373,7 @@ class Replica:
                     empty_in_a_row = 0
                     self._sample()
                     self._account_kv()
-                    ve.wake = env.event()
+                    ve.wake = event(env)
                     yield ve.wake
                     ve.wake = None
                     self._account_kv()
