@@ -77,3 +77,19 @@ def test_weighted_stats_empty_and_bad_weights():
         weighted_stats([0.1], [-1])
     with pytest.raises(ValueError):
         weighted_quantiles([0.1], [1], [1.5])
+
+
+def test_weighted_sort_order_is_the_stable_float_order():
+    """The weighted sort (int64 bit patterns when no value has its sign bit set) keeps the
+    stable order of the float sort: ties keep their given order, so the weights follow them
+    exactly; with -0.0 present the float order is used (-0.0 ties with 0.0)."""
+    from llmsim.metrics.stats import _clean_weighted
+    rng = np.random.default_rng(5)
+    base = rng.choice([0.0, 0.5, 1e-300, 3.0, np.inf, 2.5e-3], 400)
+    w = rng.integers(1, 50, 400)
+    for v in (base, np.r_[base, -0.0, 0.0, -0.0], np.r_[base, -1.5]):
+        ww = np.r_[w, np.arange(1, v.size - w.size + 1)]
+        order = np.argsort(v, kind="stable")
+        sv, sw = _clean_weighted(v, ww)
+        assert np.array_equal(sv.view(np.int64), v[order].view(np.int64))
+        assert np.array_equal(sw, ww[order].astype(np.float64))

@@ -64,9 +64,19 @@ def prefix_block_chain(hash_ids: Any, hash_block_tokens: int, num_prompt_tokens:
         step = H // block_size
         n = min(len(hash_ids), -(-nfull // step))
         hs: list[Any] = []
-        for x in hash_ids[:n]:
-            h = hash((h, x))                    # each chains the one before
-            hs.append(h)
+        if type(hash_ids) is list:
+            # (compiled: a typed list is indexed natively, where slicing and iterating an
+            # untyped sequence goes through the generic protocols; the chained hash is kept
+            # boxed, so it is boxed once for both the next tuple and the list)
+            ids: list[Any] = hash_ids
+            hv: Any = 0
+            for i in range(n):
+                hv = hash((hv, ids[i]))         # each chains the one before
+                hs.append(hv)
+        else:
+            for x in hash_ids[:n]:
+                h = hash((h, x))                # each chains the one before
+                hs.append(h)
         return BlockChain(hs, [k * step for k in range(n + 1)], min(nfull, n * step), step, H)
     hs = []
     los: list[int] = []
@@ -134,6 +144,13 @@ def common_start(C: BlockChain, D: BlockChain, a: int, b: int) -> int:
             return j
         j = max(C.los[kc], D.los[kd], a)
     return a
+
+
+#: ``dict.pop`` called as a function: compiled, ``d.pop(h)`` is a generic method call (it
+#: looks the method up on every call: ≈ 470 instructions with the hash and the lookup) and
+#: ``d[h]`` then ``del d[h]`` hash the (multi-digit int) key twice; a call of the method
+#: descriptor hashes once and skips the lookup
+_dict_pop: Final = dict.pop
 
 
 # -- spans, their LRU and their index --------------------------------------------------------
@@ -323,7 +340,7 @@ class SpanIndex:
         d = self.d
         if ka == kb:
             h = C.hs[ka]
-            v = d.pop(h)
+            v = _dict_pop(d, h)
             if v is not s:
                 assert isinstance(v, list)
                 v.remove(s)
@@ -334,7 +351,7 @@ class SpanIndex:
         hs = C.hs
         for k in range(ka, kb + 1):
             h = hs[k]
-            v = d.pop(h)
+            v = _dict_pop(d, h)
             if v is not s:
                 assert isinstance(v, list)
                 v.remove(s)

@@ -13,6 +13,7 @@ memory stays flat (see its docstring). :func:`request_rows_frame` builds the raw
 from __future__ import annotations
 
 import shutil
+import struct
 from array import array
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,13 @@ class ItlRecorder:
 
     def _take(self):
         """The buffered entries as (float64, int64) arrays; the buffers start empty again."""
-        # np.fromiter with a count: ≈ 200 instructions per float where np.array(list) takes
-        # ≈ 280 (it first scans the list for its shape and dtype)
-        gaps = np.fromiter(self.gaps_s, np.float64, len(self.gaps_s))
+        # struct.pack of the whole list, read back as float64: about half the time of
+        # np.fromiter with a count (≈ 200 instructions per float; np.array(list) ≈ 280, it
+        # first scans the list for its shape and dtype). Both convert each entry with
+        # PyFloat_AsDouble, so the values are the same. (The array is read-only: arrays()
+        # hands out copies.)
+        n = len(self.gaps_s)
+        gaps = np.frombuffer(struct.pack(f"{n}d", *self.gaps_s), np.float64, n)
         counts = np.repeat(np.array(self._count_vals, dtype=np.int64),
                            np.array(self._count_runs, dtype=np.int64))
         self.gaps_s = []

@@ -32,6 +32,7 @@ from mypy_extensions import mypyc_attr
 
 from llmsim.cost.types import BatchAggregates
 from llmsim.memory.base import KVCacheManager
+from llmsim.metrics.recorder import ItlRecorder
 from llmsim.scheduling.queue import make_queue
 from llmsim.scheduling.runs import (DecodeRunPlan, bisect_right_int, blocks_reserved,
                                     first_entry_at)
@@ -86,8 +87,10 @@ class SchedulerOutput:
         return self.agg.prefill_tokens + self.agg.decode_seqs
 
 
-class NullItl:
-    """ITL sink that drops samples (for tests that do not look at ITL)."""
+class NullItl(ItlRecorder):
+    """ITL sink that drops samples (for tests that do not look at ITL). An ItlRecorder, so
+    that the scheduler's ``itl`` is typed: compiled, its ``add`` calls are native (through an
+    untyped attribute each was a generic method call, ≈ 600 instructions per decode step)."""
 
     def add(self, gap_s: float, count: int) -> None:
         pass
@@ -145,7 +148,7 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.max_queue_len = max_queue_len
         self.request_timeout_s = request_timeout_s
-        self.itl: Any = itl or NullItl()
+        self.itl: ItlRecorder = itl or NullItl()
         self.waiting: Any = make_queue(scheduling_policy, length_key)
         self.swapped: Any = make_queue(scheduling_policy, length_key)   # KV in the host tier
         self._swap_last_token: dict = {}  # swapped request -> time of its last token (or None)
