@@ -2,12 +2,13 @@
 build out (standard library only: ``setup.py`` reads this file before llmsim's dependencies are
 installed).
 
-The hot path of a simulation (engine loop, schedulers, decode-run plans, paged KV manager,
-recorder, router, request, roofline cost model: :data:`MODULES`) is plain, typed Python that
+The hot path of a simulation (event loop, engine loop, schedulers, decode-run plans, KV
+managers and prefix cache, network and pipeline models, recorder, router, request stream and
+trace rows, request, roofline cost model: :data:`MODULES`) is plain, typed Python that
 ``setup.py`` also compiles with mypyc when it can (a C compiler and mypy at build time). A
 compiled module is a ``.so`` file next to its ``.py``; Python imports the ``.so`` first. Both
 builds give identical results (``tests/test_compiled_build.py`` compares them); the compiled one
-runs the chat benchmark ≈ 2× faster (``benchmarks/README.md``).
+runs the chat benchmark several times faster (``benchmarks/README.md``).
 
 Contract of :func:`install` (called by ``llmsim/__init__.py`` before anything else of llmsim is
 imported): the modules of :data:`MODULES` come from their ``.py`` sources — all of them, never a
