@@ -13,11 +13,11 @@ from pathlib import Path as FsPath
 
 import pandas as pd
 import pytest
-from llmsim.engine.events import Environment
 
 import llmsim
 from llmsim import _compiled
 from llmsim.engine import network
+from llmsim.engine.events import Environment
 from llmsim.engine.network import Network, Path, Resource
 
 ROOT = FsPath(__file__).resolve().parent.parent
@@ -131,3 +131,11 @@ def test_contended_transfers_give_identical_results_in_both_builds():
         pd.testing.assert_frame_equal(df_c, df_p, check_exact=True, obj=path)
         assert json.dumps(sum_c, sort_keys=True, default=str) == \
             json.dumps(sum_p, sort_keys=True, default=str), path
+
+
+def test_path_from_a_generator_of_resources():
+    """A path made from a one-pass iterable keeps its resources and its bottleneck."""
+    slow, fast = Resource("slow", 1e9), Resource("fast", 4e9)
+    p = Path((r for r in (fast, slow)), 0.001)
+    assert p.resources == (fast, slow)
+    assert p.bottleneck_bytes_per_s == 1e9

@@ -100,10 +100,12 @@ class Environment:
         return start_process(self, generator)
 
     def all_of(self, events: Any) -> Any:
+        """SimPy's ``AllOf(env, events)``: triggered when all of ``events`` are."""
         env: Any = self
         return AllOf(env, events)
 
     def any_of(self, events: Any) -> Any:
+        """SimPy's ``AnyOf(env, events)``: triggered when one of ``events`` is."""
         env: Any = self
         return AnyOf(env, events)
 

@@ -72,8 +72,8 @@ class Path:
         self._latency_s = float(latency_s)
         self._description = description
         # no resource: no bottleneck (Network.start refuses such a path)
-        self._bottleneck_bytes_per_s = (min(r.capacity_bytes_per_s for r in resources)
-                                        if resources else 0.0)
+        self._bottleneck_bytes_per_s = (min(r.capacity_bytes_per_s for r in self._resources)
+                                        if self._resources else 0.0)
 
     @property
     def resources(self) -> tuple[Resource, ...]:
