@@ -31,6 +31,16 @@ RUNS = [
     ("scenarios/disaggregated.yaml", ["workload.num_requests=400"]),
     ("scenarios/speculative.yaml", []),
     ("scenarios/spot.yaml", []),
+    # the compiled network: a slow link (many KV transfers in flight at once: max-min filling,
+    # drain timers, deliveries after the latency), then spot preemptions of decode replicas
+    # on top (aborted transfers, re-sent contexts)
+    ("scenarios/disaggregated.yaml",
+     ["workload.num_requests=300", "cluster.network.links.0.bandwidth_gbps=5"]),
+    ("scenarios/disaggregated.yaml",
+     ["workload.num_requests=300", "cluster.network.links.0.bandwidth_gbps=5",
+      "cluster.faults.spot.pools=[decode]", "cluster.faults.spot.rate_per_hour=300",
+      "cluster.faults.spot.warning_s=2", "cluster.faults.spot.on_preempt=migrate",
+      "cluster.faults.provisioning_s=5"]),
 ]
 
 CHILD = """
@@ -66,6 +76,8 @@ def test_compiled_and_pure_builds_give_identical_results():
     for (path, _), (df_c, sum_c), (df_p, sum_p) in zip(RUNS, compiled["results"],
                                                        pure["results"]):
         assert len(df_c) > 0, path
+        if path.endswith("disaggregated.yaml"):
+            assert sum_c["pools"]["decode"]["kv_transfers_in"] > 0, path
         pd.testing.assert_frame_equal(df_c, df_p, check_exact=True, obj=path)
         assert json.dumps(sum_c, sort_keys=True, default=str) == \
             json.dumps(sum_p, sort_keys=True, default=str), path

@@ -1,17 +1,11 @@
 """The network layer as the compiled build has it (llmsim/_compiled.py compiles
-llmsim.engine.network): Path is a plain class with read-only, value-compared fields, and a
-compiled run of contended transfers gives exactly the pure-Python results."""
+llmsim.engine.network): Path is a plain class with read-only, value-compared fields. (That a
+compiled run of contended transfers gives exactly the pure-Python results is checked with the
+other scenarios in tests/test_compiled_build.py.)"""
 from __future__ import annotations
 
 import importlib.machinery
-import json
-import os
-import pickle
-import subprocess
-import sys
-from pathlib import Path as FsPath
 
-import pandas as pd
 import pytest
 
 import llmsim
@@ -20,7 +14,6 @@ from llmsim.engine import network
 from llmsim.engine.events import Environment
 from llmsim.engine.network import Network, Path, Resource
 
-ROOT = FsPath(__file__).resolve().parent.parent
 SO = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
@@ -84,53 +77,6 @@ def test_contention_and_abort_in_either_build():
     assert "c" not in got and got["d"] == pytest.approx(3.5)
     assert net.num_started == 4 and net.num_done == 3 and net.num_aborted == 1
     assert not net.active and link.bytes_moved == pytest.approx(1e9 + 0.25e9 + 0.1875e9 + 1e9)
-
-
-CHILD = """
-import os, pickle, sys
-import llmsim
-from llmsim.api import simulate
-import llmsim.engine.network as net
-out = {"build": llmsim.BUILD, "file": net.__file__, "results": []}
-for path, overrides in pickle.loads(bytes.fromhex(sys.argv[1])):
-    res = simulate(os.path.join(sys.argv[2], path), overrides)
-    summary = {k: v for k, v in res.summary.items() if k not in ("wall_s", "events")}
-    out["results"].append((res.requests, summary))
-sys.stdout.buffer.write(pickle.dumps(out))
-"""
-
-# a slow link: many KV transfers in flight at once (max-min filling, drain timers, deliveries
-# after the latency); spot preemptions of decode replicas (aborted transfers, re-sent contexts)
-RUNS = [
-    ("scenarios/disaggregated.yaml",
-     ["workload.num_requests=300", "cluster.network.links.0.bandwidth_gbps=5"]),
-    ("scenarios/disaggregated.yaml",
-     ["workload.num_requests=300", "cluster.network.links.0.bandwidth_gbps=5",
-      "cluster.faults.spot.pools=[decode]", "cluster.faults.spot.rate_per_hour=300",
-      "cluster.faults.spot.warning_s=2", "cluster.faults.spot.on_preempt=migrate",
-      "cluster.faults.provisioning_s=5"]),
-]
-
-
-def _run(pure: bool) -> dict:
-    env = dict(os.environ, LLMSIM_PURE="1" if pure else "0", LLMSIM_CHECK_INVARIANTS="1",
-               PYTHONHASHSEED="0")
-    done = subprocess.run([sys.executable, "-c", CHILD, pickle.dumps(RUNS).hex(), str(ROOT)],
-                          env=env, cwd=ROOT, capture_output=True)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    return pickle.loads(done.stdout)
-
-
-@pytest.mark.skipif(llmsim.BUILD == "pure", reason="no compiled build in this installation")
-def test_contended_transfers_give_identical_results_in_both_builds():
-    compiled, pure = _run(False), _run(True)
-    assert compiled["file"].endswith(SO) and pure["file"].endswith("network.py")
-    for (path, _), (df_c, sum_c), (df_p, sum_p) in zip(RUNS, compiled["results"],
-                                                       pure["results"]):
-        assert sum_c["pools"]["decode"]["kv_transfers_in"] > 0
-        pd.testing.assert_frame_equal(df_c, df_p, check_exact=True, obj=path)
-        assert json.dumps(sum_c, sort_keys=True, default=str) == \
-            json.dumps(sum_p, sort_keys=True, default=str), path
 
 
 def test_path_from_a_generator_of_resources():
