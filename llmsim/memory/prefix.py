@@ -45,31 +45,51 @@ from typing import Any, ClassVar, Optional
 from llmsim.memory.host import HostKVTier
 from llmsim.memory.paged import PagedKVCacheManager
 from llmsim.memory.prefix_spans import (BlockChain, BlockSpan, SpanIndex, SpanLRU, check_spans,
-                                        common_end, common_start, prefix_block_chain)
+                                        chain_hashes, common_end, common_start,
+                                        prefix_block_chain)
+from llmsim.workload.request import Request
 
 
 def prefix_block_keys(hash_ids: Any, hash_block_tokens: int, num_prompt_tokens: int,
                       block_size: int) -> list[tuple[int, int]]:
     """Keys of the full ``block_size``-token blocks of a prompt described by ``hash_ids`` (one
     id per ``hash_block_tokens`` tokens). Key ``j`` = (chained hash of ids ``0..m``, ``j``)
-    where id ``m`` holds the block's last token; the list stops at the first block that is not
-    full or not covered by the ids."""
+    where id ``m`` holds the block's last token (see
+    :func:`~llmsim.memory.prefix_spans.chain_hashes`); the list stops at the first block that
+    is not full or not covered by the ids."""
     if not hash_ids or not hash_block_tokens:
         return []
     H = int(hash_block_tokens)
+    nblocks = num_prompt_tokens // block_size
+    if nblocks <= 0:
+        return []
     n_ids = len(hash_ids)
+    # the ids up to the one holding the last token of the last full block
+    hs = chain_hashes(hash_ids, min(n_ids, (nblocks * block_size - 1) // H + 1))
     keys = []
-    h = 0
-    m_done = -1
-    for j in range(num_prompt_tokens // block_size):
+    for j in range(nblocks):
         m = ((j + 1) * block_size - 1) // H
         if m >= n_ids:
             break
-        while m_done < m:
-            m_done += 1
-            h = hash((h, hash_ids[m_done]))
-        keys.append((h, j))
+        keys.append((hs[m], j))
     return keys
+
+
+def _num_tokens(request: Any) -> int:
+    """``request.num_tokens`` (compiled: read natively from a :class:`Request`; a generic
+    attribute read costs ≈ 200 instructions and leaves an untyped value behind)."""
+    if type(request) is Request:
+        r: Request = request
+        return r.num_tokens
+    return int(request.num_tokens)
+
+
+def _num_prompt_tokens(request: Any) -> int:
+    """``request.num_prompt_tokens`` (read natively from a :class:`Request`, as above)."""
+    if type(request) is Request:
+        r: Request = request
+        return r.num_prompt_tokens
+    return int(request.num_prompt_tokens)
 
 
 # -- the manager ---------------------------------------------------------------------------
@@ -121,8 +141,14 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
     def _state(self, req: Any) -> _RequestBlocks:
         s = self._reqs.get(req)
         if s is None:
-            s = self._reqs[req] = _RequestBlocks(prefix_block_chain(
-                req.hash_ids, req.hash_block_tokens, req.num_prompt_tokens, self.block_size))
+            if type(req) is Request:       # (its fields read natively, see _num_tokens)
+                r: Request = req
+                C = prefix_block_chain(r.hash_ids, r.hash_block_tokens, r.num_prompt_tokens,
+                                       self.block_size)
+            else:
+                C = prefix_block_chain(req.hash_ids, req.hash_block_tokens,
+                                       req.num_prompt_tokens, self.block_size)
+            s = self._reqs[req] = _RequestBlocks(C)
         return s
 
     # views of the per-request state (tests, checks)
@@ -197,10 +223,11 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         else:
             hv = 0
         lk = self._lookup
-        if lk is not None and lk[0] is request and lk[4] == hv and lk[5] == request.num_tokens:
+        nt = _num_tokens(request)
+        if lk is not None and lk[0] is request and lk[4] == hv and lk[5] == nt:
             return lk[1] * self.block_size
         C = self._state(request).chain
-        limit = (request.num_tokens - 1) // self.block_size
+        limit = (nt - 1) // self.block_size
         if limit > C.end:
             limit = C.end
         idx = self._idx
@@ -226,7 +253,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
             e = idx.next_held(C, pos, common_end(C, x.chain, pos, x.hi if x.hi < limit else limit))
             n_host += e - pos
             pos = e
-        self._lookup = (request, pos, n_ev, n_host, hv, request.num_tokens, met)
+        self._lookup = (request, pos, n_ev, n_host, hv, nt, met)
         self._watch = (C, pos if pos < limit else pos - 1)
         return pos * self.block_size
 
@@ -363,7 +390,7 @@ class PrefixCachingKVCacheManager(PagedKVCacheManager):
         self.num_free_blocks -= extra
         self._settle()
         # register the prompt blocks that become full (those not cached yet)
-        full = min(num_kv_tokens_after, request.num_prompt_tokens) // self.block_size
+        full = min(num_kv_tokens_after, _num_prompt_tokens(request)) // self.block_size
         if full > C.end:
             full = C.end
         pos = s.held
