@@ -39,6 +39,7 @@ from typing import Any
 from llmsim.engine.events import Environment, timeout
 from llmsim.engine.network import Network, Resource, Topology, Transfer
 from llmsim.engine.replica import Replica, VirtualEngine
+from llmsim.engine.router import Router
 from llmsim.workload.request import FAILED, REJECTED, Request
 
 PENDING, MOVING, READY = "pending", "moving", "ready"
@@ -159,6 +160,14 @@ class Cluster:
                 r.sync(now)
         return replicas
 
+    def _choose(self, req: Request, replicas: list[Replica]) -> Replica:
+        """The router's pick among ``replicas`` (a built-in router's ``choose`` is a native
+        call in the compiled build; a custom one's, a Python call)."""
+        router = self.router
+        if isinstance(router, Router):
+            return router.choose(req, replicas)
+        return router.choose(req, replicas)
+
     # ------------------------------------------------------------------ arrivals ---------
     def dispatch(self, req: Request) -> None:
         """A new request arrives (called by the feeder at its arrival time)."""
@@ -174,7 +183,7 @@ class Cluster:
                 self._fail(req, "no live replica to serve it (every replica able to take new "
                                 "requests was lost and none is being replaced)")
             return
-        r: Replica = self.router.choose(req, self._synced(entry))
+        r: Replica = self._choose(req, self._synced(entry))
         if r.handoff and self.decode_pools:
             reason = self._decode_problem(req)
             if reason is not None:
@@ -248,7 +257,7 @@ class Cluster:
                 return
             self.awaiting.append(h)
             return
-        dst: Replica = self.router.choose(h.req, self._synced(cands))
+        dst: Replica = self._choose(h.req, self._synced(cands))
         dst.enqueue_incoming(h)
 
     def start_move(self, h: Handoff) -> None:
@@ -334,7 +343,7 @@ class Cluster:
             else:
                 self._fail(req, "its replica was lost and no live replica can take it")
             return
-        r = self.router.choose(req, self._synced(cands))
+        r = self._choose(req, self._synced(cands))
         r.submit_recovered(req, last_token_s, front)
 
     def recover(self, req, last_token_s, mode: str, origin: str) -> None:

@@ -4,17 +4,42 @@ A router sees replicas through a small read-only view: ``num_outstanding`` (requ
 not yet ended), ``kv_usage`` (fraction of KV blocks in use), ``capacity_weight`` (relative
 roofline decode capacity of its pool). ``choose(request, replicas)`` returns one of them.
 Randomised routers draw from the ``numpy.random.Generator`` they are given (deterministic).
+
+The built-in routers share the base class :class:`Router`, so that the cluster (compiled with
+them) calls their ``choose`` natively; a custom router is any object with ``choose``.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import zlib
 
 from llmsim.engine.replica import Replica
+from llmsim.workload.request import Request
 
 
-class RoundRobinRouter:
+class Router:
+    """Base of the built-in routers: ``choose(request, replicas)`` returns one of
+    ``replicas`` (a non-empty sequence of objects with the router view)."""
+
+    name: ClassVar[str] = ""
+
+    def choose(self, request: Any, replicas: Any) -> Any:
+        raise NotImplementedError
+
+
+def _all_replicas(replicas: Any) -> bool:
+    """``replicas`` is a list of :class:`Replica` (the cluster's case: their counts are read
+    natively in the compiled build; any other object with the router view, generically)."""
+    if type(replicas) is not list:
+        return False
+    for r in replicas:
+        if not isinstance(r, Replica):
+            return False
+    return True
+
+
+class RoundRobinRouter(Router):
     name: ClassVar[str] = "round_robin"
 
     def __init__(self, rng=None) -> None:
@@ -25,7 +50,7 @@ class RoundRobinRouter:
         return replicas[self._i]
 
 
-class RandomRouter:
+class RandomRouter(Router):
     name: ClassVar[str] = "random"
 
     def __init__(self, rng) -> None:
@@ -35,7 +60,7 @@ class RandomRouter:
         return replicas[int(self.rng.integers(len(replicas)))]
 
 
-class LeastOutstandingRouter:
+class LeastOutstandingRouter(Router):
     """Fewest outstanding requests; ties go to the lowest index (deterministic)."""
 
     name: ClassVar[str] = "least_outstanding"
@@ -44,18 +69,30 @@ class LeastOutstandingRouter:
         pass
 
     def choose(self, request, replicas):
+        if _all_replicas(replicas):
+            return least_outstanding(replicas)
         best = replicas[0]
         bo = best.num_outstanding
         for r in replicas:
-            # (a Replica's count is read natively in the compiled build; any other object
-            # with the router view, generically)
-            o = r.num_outstanding if isinstance(r, Replica) else r.num_outstanding
+            o = r.num_outstanding
             if o < bo:
                 best, bo = r, o
         return best
 
 
-class LeastKvRouter:
+def least_outstanding(replicas: list[Replica]) -> Replica:
+    """The first replica with the fewest outstanding requests (``replicas`` non-empty)."""
+    best = replicas[0]
+    bo = best.num_outstanding
+    for r in replicas:
+        o = r.num_outstanding
+        if o < bo:
+            best = r
+            bo = o
+    return best
+
+
+class LeastKvRouter(Router):
     """Lowest KV-cache usage, then fewest outstanding."""
 
     name: ClassVar[str] = "least_kv"
@@ -67,7 +104,7 @@ class LeastKvRouter:
         return min(replicas, key=lambda r: (r.kv_usage, r.num_outstanding))
 
 
-class PowerOfTwoRouter:
+class PowerOfTwoRouter(Router):
     """Two replicas drawn at random; the one with fewer outstanding requests wins."""
 
     name: ClassVar[str] = "power_of_two"
@@ -84,7 +121,7 @@ class PowerOfTwoRouter:
         return a if a.num_outstanding <= b.num_outstanding else b
 
 
-class CapacityWeightedRouter:
+class CapacityWeightedRouter(Router):
     """Least outstanding work relative to capacity: minimises (outstanding+1)/capacity_weight,
     so a replica with twice the roofline capacity receives about twice the requests."""
 
@@ -97,7 +134,7 @@ class CapacityWeightedRouter:
         return min(replicas, key=lambda r: (r.num_outstanding + 1) / r.capacity_weight)
 
 
-class PrefixAffinityRouter:
+class PrefixAffinityRouter(Router):
     """Requests that share their first prefix block (``hash_ids[0]``, or the session id) go to
     the same replica (consistent by hash), unless it has more than ``slack`` times the mean
     outstanding load, in which case the least-outstanding replica serves it."""
@@ -109,22 +146,45 @@ class PrefixAffinityRouter:
         self._lo = LeastOutstandingRouter()
 
     def choose(self, request, replicas):
+        if isinstance(request, Request):
+            req: Request = request       # (its fields read natively in the compiled build)
+            hash_ids = req.hash_ids
+            session = req.session_id
+        else:
+            hash_ids = request.hash_ids
+            session = request.session_id
         key = None
-        if request.hash_ids:
-            key = request.hash_ids[0]
-        elif request.session_id is not None:
-            key = request.session_id
+        if hash_ids:
+            key = hash_ids[0]
+        elif session is not None:
+            key = session
         if key is None:
             return self._lo.choose(request, replicas)
+        h: int = 0
         if isinstance(key, str):   # str hash() is salted per process: use a stable hash
             h = zlib.crc32(key.encode())
         else:
             h = int(key) * 2654435761 % (2 ** 32)
+        if _all_replicas(replicas):
+            return _affinity_pick(replicas, h, self.slack)
         r = replicas[h % len(replicas)]
         mean = sum(x.num_outstanding for x in replicas) / len(replicas)
         if r.num_outstanding > self.slack * (mean + 1):
             return self._lo.choose(request, replicas)
         return r
+
+
+def _affinity_pick(replicas: list[Replica], h: int, slack: float) -> Replica:
+    """:meth:`PrefixAffinityRouter.choose` on a list of Replica (the counts read natively):
+    replica ``h`` mod n unless it has more than ``slack`` times the mean load + 1."""
+    n = len(replicas)
+    r = replicas[h % n]
+    total = 0
+    for rep in replicas:
+        total += rep.num_outstanding
+    if r.num_outstanding > slack * (total / n + 1):
+        return least_outstanding(replicas)
+    return r
 
 
 ROUTERS = {c.name: c for c in (RoundRobinRouter, RandomRouter, LeastOutstandingRouter,

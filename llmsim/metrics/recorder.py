@@ -32,21 +32,38 @@ TIMELINE_COLUMNS = ["time_s", "pool", "replica", "num_waiting", "num_running", "
                     "num_finished", "tokens_out"]
 
 
+#: ITL samples buffered in lists before they are packed into numpy chunks (in-memory runs).
+ITL_PACK_ENTRIES = 1 << 16
+
+
 class ItlRecorder:
     """The exact weighted ITL sample. New entries go to lists: the gaps to ``gaps_s``, the
     counts run-length encoded (``_count_vals[i]`` repeated ``_count_runs[i]`` times, in entry
     order): a list takes a float or an int in a few instructions, where ``array('d')`` parses
     every element it is given, and a macro-step's entries (one count for many gaps) become one
-    run. :meth:`pack` (called by the recorder as requests end, once the lists hold
-    ``ITL_PACK_ENTRIES``) moves them into numpy chunks of 8 bytes per value."""
+    run. The steps of a macro-step come as lines (:meth:`add_line`: gaps ``a + b·j``), kept as
+    one entry per line and expanded by numpy when packed, in their place among the single
+    entries. :meth:`pack` (called by the recorder as requests end, once the lists hold
+    ``ITL_PACK_ENTRIES``, and by :meth:`add_line` once the lines hold as many gaps) moves them
+    into numpy chunks of 8 bytes per value."""
 
-    __slots__ = ("gaps_s", "_count_vals", "_count_runs", "_chunks")
+    __slots__ = ("gaps_s", "_count_vals", "_count_runs", "_chunks", "_line_a", "_line_b",
+                 "_line_j0", "_line_n", "_line_count", "_line_at", "_line_entries")
 
     def __init__(self) -> None:
         self.gaps_s: list = []
         self._count_vals: list[int] = []
         self._count_runs: list[int] = []
         self._chunks: list = []          # [(gaps float64 array, counts int64 array)]
+        # lines of add_line, in order: gaps a + b·j for j0 <= j < j0 + n, count tokens each,
+        # placed before single entry number `at` of gaps_s
+        self._line_a: list[float] = []
+        self._line_b: list[float] = []
+        self._line_j0: list[int] = []
+        self._line_n: list[int] = []
+        self._line_count: list[int] = []
+        self._line_at: list[int] = []
+        self._line_entries = 0           # gaps the lines hold
 
     def add(self, gap_s: float, count: int) -> None:
         self.gaps_s.append(gap_s)
@@ -58,7 +75,7 @@ class ItlRecorder:
             self._count_runs.append(1)
 
     def add_many(self, gaps_s: list, count: int) -> None:
-        """``add(gap, count)`` for every gap of ``gaps_s`` (the steps of a macro-step)."""
+        """``add(gap, count)`` for every gap of ``gaps_s``."""
         if not gaps_s:
             return
         self.gaps_s += gaps_s
@@ -69,24 +86,72 @@ class ItlRecorder:
             vals.append(count)
             self._count_runs.append(len(gaps_s))
 
+    def add_line(self, a: float, b: float, j0: int, n: int, count: int) -> None:
+        """``add(a + b * j, count)`` for ``j = j0 … j0 + n - 1`` (the steps of one line of a
+        macro-step, :class:`~llmsim.scheduling.runs.DecodeRunPlan`), each gap the float
+        ``a + b * j`` computes (numpy's elementwise product and sum round the same)."""
+        if n <= 0:
+            return
+        self._line_a.append(a)
+        self._line_b.append(b)
+        self._line_j0.append(j0)
+        self._line_n.append(n)
+        self._line_count.append(count)
+        self._line_at.append(len(self.gaps_s))
+        self._line_entries += n
+        if self._line_entries >= ITL_PACK_ENTRIES:
+            self.spill()
+
+    def spill(self) -> None:
+        """The buffers are full: pack them (a streaming sink folds them instead)."""
+        self.pack()
+
     def _take(self):
-        """The buffered entries as (float64, int64) arrays; the buffers start empty again."""
-        # struct.pack of the whole list, read back as float64: about half the time of
-        # np.fromiter with a count (≈ 200 instructions per float; np.array(list) ≈ 280, it
-        # first scans the list for its shape and dtype). Both convert each entry with
-        # PyFloat_AsDouble, so the values are the same. (The array is read-only: arrays()
-        # hands out copies.)
-        n = len(self.gaps_s)
-        gaps = np.frombuffer(struct.pack(f"{n}d", *self.gaps_s), np.float64, n)
-        counts = np.repeat(np.array(self._count_vals, dtype=np.int64),
-                           np.array(self._count_runs, dtype=np.int64))
+        """The buffered entries as (float64, int64) arrays; the buffers start empty again.
+        (The arrays may be read-only: arrays() hands out copies.)"""
+        gaps = _float_column(self.gaps_s)
+        counts = np.repeat(_int_column(self._count_vals), _int_column(self._count_runs))
+        if self._line_a:
+            gaps, counts = self._with_lines(gaps, counts)
         self.gaps_s = []
         self._count_vals = []
         self._count_runs = []
         return gaps, counts
 
+    def _with_lines(self, gaps, counts):
+        """``gaps``/``counts`` (the single entries) with the lines' gaps inserted in their
+        places; empties the lines. Each single entry becomes a line of one gap (``gap + 0.0 ·
+        0``, the same float) and the records are put in order by a stable argsort of their
+        places (a line placed at single entry ``k`` comes right before it): one sort of the
+        records, then sequential numpy passes over the gaps (≈ 6 ns per gap, where scattering
+        them into place costs ≈ 25 and ``np.insert`` ≈ 65)."""
+        ns = gaps.size
+        order = np.argsort(np.concatenate((_int_column(self._line_at),
+                                           np.arange(ns, dtype=np.int64))), kind="stable")
+        ra = np.concatenate((_float_column(self._line_a), gaps))[order]
+        rb = np.concatenate((_float_column(self._line_b), np.zeros(ns)))[order]
+        rn = np.concatenate((_int_column(self._line_n), np.ones(ns, dtype=np.int64)))[order]
+        rj = np.concatenate((_int_column(self._line_j0), np.zeros(ns, dtype=np.int64)))[order]
+        rc = np.concatenate((_int_column(self._line_count), counts))[order]
+        first = np.cumsum(rn) - rn                       # each record's first gap
+        j = (np.arange(int(first[-1] + rn[-1])) - np.repeat(first - rj, rn)).astype(np.float64)
+        gaps = np.repeat(ra, rn) + np.repeat(rb, rn) * j
+        counts = np.repeat(rc, rn)
+        self._line_a = []
+        self._line_b = []
+        self._line_j0 = []
+        self._line_n = []
+        self._line_count = []
+        self._line_at = []
+        self._line_entries = 0
+        return gaps, counts
+
+    def pending(self) -> bool:
+        """Whether entries wait in the buffers."""
+        return bool(self.gaps_s) or bool(self._line_a)
+
     def pack(self) -> None:
-        if self.gaps_s:
+        if self.gaps_s or self._line_a:
             self._chunks.append(self._take())
 
     def arrays(self):
@@ -124,16 +189,12 @@ class Recorder:
             rows = rows.copy()
             for req in extra_requests:
                 rows.add(req)
-        df = rows.frame()
-        if len(df):
-            df = df.sort_values("request_id", kind="stable").reset_index(drop=True)
-        return df
+        return rows.frame(sort_by_id=True)
 
     def timeline_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(self.timeline, columns=TIMELINE_COLUMNS)
-        if len(df):
-            df = df.sort_values(["time_s", "pool", "replica"], kind="stable").reset_index(drop=True)
-        return df
+        """The timeline samples, sorted by (time_s, pool, replica), stable (see
+        :func:`timeline_table`)."""
+        return timeline_table(self.timeline)
 
 
 _FLOAT_COLUMNS = frozenset(("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"))
@@ -187,18 +248,222 @@ class RequestRows:
         if len(c) > 13:
             c[13].append(req.tenant)
 
-    def frame(self) -> pd.DataFrame:
-        """The rows added so far, in that order (times not reached yet, None on the request,
-        become NaN: numpy converts None to NaN in a float array)."""
-        cols = {}
+    def frame(self, sort_by_id: bool = False) -> pd.DataFrame:
+        """The rows added so far, in that order, or sorted by request_id (stable) with
+        ``sort_by_id`` (times not reached yet, None on the request, become NaN: numpy converts
+        None to NaN in a float array).
+
+        Each column is what ``pd.DataFrame({name: column})`` makes of it: the float and int
+        columns through ``np.array(column, dtype=float / np.int64)``, the others inferred by
+        pandas — built faster where that gives the same column (:func:`_float_column`,
+        :func:`_int_column`, :func:`_object_column`). Sorting the columns before the frame is
+        built gives the frame ``sort_values("request_id", kind="stable")`` gives (request ids
+        that are not all ints are sorted that way)."""
+        cols: dict[str, Any] = {}
         for name, v in zip(self.names, self.cols):
-            col: Any = v
             if name in _FLOAT_COLUMNS:
-                col = np.array(v, dtype=float)
+                cols[name] = _float_column(v)
             elif name in _INT_COLUMNS:
-                col = np.array(v, dtype=np.int64)
-            cols[name] = col
-        return pd.DataFrame(cols)
+                cols[name] = _int_column(v)
+            else:
+                cols[name] = _object_column(v)
+        if not sort_by_id or not len(self):
+            return pd.DataFrame(cols)
+        ids = cols["request_id"]
+        if not (isinstance(ids, np.ndarray) and ids.dtype == np.int64):
+            df = pd.DataFrame(cols)
+            return df.sort_values("request_id", kind="stable").reset_index(drop=True)
+        order = np.argsort(ids, kind="stable")
+        return pd.DataFrame({name: _take(col, order) for name, col in cols.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# End-of-run tables: Python values to columns
+# --------------------------------------------------------------------------------------------
+# pandas infers a column from a list of Python objects at ≈ 700 instructions per value (an
+# object array, then a type scan, then the conversion), and the timeline's list of row tuples
+# costs ≈ 7,000 per row (a 2-D object array first); np.array(values, dtype) ≈ 280 per value.
+# struct.pack_into writes a list of floats or ints into a numpy buffer at ≈ 90 per value, with
+# the same conversion (PyFloat_AsDouble, PyNumber_Index). Columns of a few distinct strings are
+# inferred once from their distinct values and expanded with ``take``. Each helper gives
+# exactly the column of the slow way, and falls back to it for values it does not handle.
+
+def _packed(values: list, code: str, dtype: Any) -> Any:
+    """``values`` packed by ``struct`` format ``code`` into a new numpy array of ``dtype``;
+    None when ``struct`` refuses a value (not a number, an int out of range)."""
+    n = len(values)
+    out: Any = np.empty(n, dtype=dtype)
+    try:
+        struct.pack_into(f"{n}{code}", out, 0, *values)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        return None
+    return out
+
+
+def _float_column(values: list) -> Any:
+    """``np.array(values, dtype=float)``."""
+    out = _packed(values, "d", np.float64)
+    # (struct refuses None, which numpy makes NaN, and strings, which numpy parses)
+    return np.array(values, dtype=float) if out is None else out
+
+
+def _int_column(values: list) -> Any:
+    """``np.array(values, dtype=np.int64)``."""
+    out = _packed(values, "q", np.int64)
+    # (struct refuses floats, which numpy truncates, and None, which numpy refuses too)
+    return np.array(values, dtype=np.int64) if out is None else out
+
+
+def _object_column(values: list) -> Any:
+    """What ``pd.DataFrame`` makes of the list ``values`` (pandas' type inference): an int64
+    array when every value is an int (not a bool) that fits; for strings and None only, the
+    column pandas infers from the distinct values, expanded by ``take`` (the same dtype: the
+    inference depends on which values occur, not on how often); else ``values`` itself."""
+    if not values:
+        return values
+    first = values[0]
+    all_int = True
+    all_str = True
+    same = True            # every value is the object ``first`` (one pool, all None, ...)
+    for x in values:
+        if x is first:
+            continue
+        same = False
+        if all_int and not (isinstance(x, int) and not isinstance(x, bool)):
+            all_int = False
+        if all_str and not (x is None or type(x) is str):
+            all_str = False
+        if not all_int and not all_str:
+            return values
+    all_int = all_int and isinstance(first, int) and not isinstance(first, bool)
+    all_str = all_str and (first is None or type(first) is str)
+    if all_int:
+        out = _packed(values, "q", np.int64)
+        return values if out is None else out
+    if not all_str:
+        return values
+    if same:
+        return _take(pd.Series([first]).array, np.zeros(len(values), dtype=np.int64))
+    return _take(*_str_codes(values))
+
+
+def _str_codes(values: list) -> tuple[Any, Any]:
+    """(the column pandas infers from the distinct values of ``values``, int64 codes of
+    ``values`` into it)."""
+    index: dict[Any, int] = {}
+    distinct: list[Any] = []
+    codes: list[int] = []
+    last: Any = index         # (no value is this dict)
+    c = -1
+    for x in values:
+        if x is not last:     # runs of the same object (a pool's name, "finished") skip the dict
+            got = index.get(x)
+            if got is None:
+                c = index[x] = len(distinct)
+                distinct.append(x)
+            else:
+                c = got
+            last = x
+        codes.append(c)
+    return pd.Series(distinct).array, _int_column(codes)
+
+
+def _take(col: Any, order: Any) -> Any:
+    """``col`` (numpy array, pandas extension array or list) in the order of the int64 array
+    ``order``."""
+    if isinstance(col, list):
+        return [col[i] for i in order.tolist()]
+    return col.take(order)
+
+
+def timeline_table(rows: list) -> pd.DataFrame:
+    """The timeline DataFrame of sample rows (:data:`TIMELINE_COLUMNS`, the tuples
+    :meth:`Recorder.sample` received), sorted by (time_s, pool, replica), stable: exactly
+    ``pd.DataFrame(rows, columns=TIMELINE_COLUMNS).sort_values([...], kind="stable")
+    .reset_index(drop=True)``, several times faster (pandas builds a 2-D object array, then
+    infers each column: ≈ 8,000 instructions per row). Rows of the engine's types (float time
+    and KV usage, str pool, int replica and counts within int64) are split into columns here
+    (the pool as codes into its names), each packed with :func:`_packed`, and sorted with
+    ``np.lexsort`` (stable; the pools ranked by name, as str compares); any other row goes
+    the pandas way."""
+    n = len(rows)
+    if n == 0:
+        return _timeline_table_pandas(rows)
+    times: list[Any] = []
+    reps: list[Any] = []
+    waiting: list[Any] = []
+    running: list[Any] = []
+    kv: list[Any] = []
+    finished: list[Any] = []
+    tokens: list[Any] = []
+    codes: list[int] = []
+    index: dict[str, int] = {}
+    names: list[str] = []
+    last: Any = None
+    code = -1
+    for row in rows:
+        if not isinstance(row, tuple) or len(row) != 8:
+            return _timeline_table_pandas(rows)
+        r: tuple = row
+        t = r[0]
+        p = r[1]
+        i = r[2]
+        nw = r[3]
+        nr = r[4]
+        u = r[5]
+        nf = r[6]
+        to = r[7]
+        if not (_is_float(t) and _is_int(i) and _is_int(nw) and _is_int(nr) and _is_float(u)
+                and _is_int(nf) and _is_int(to)):
+            return _timeline_table_pandas(rows)
+        if p is not last:
+            if type(p) is not str:
+                return _timeline_table_pandas(rows)
+            got = index.get(p)
+            if got is None:
+                code = index[p] = len(names)
+                names.append(p)
+            else:
+                code = got
+            last = p
+        times.append(t)
+        reps.append(i)
+        waiting.append(nw)
+        running.append(nr)
+        kv.append(u)
+        finished.append(nf)
+        tokens.append(to)
+        codes.append(code)
+    ints = [_packed(c, "q", np.int64) for c in (reps, waiting, running, finished, tokens)]
+    if any(a is None for a in ints):       # an int beyond int64
+        return _timeline_table_pandas(rows)
+    time_a = _float_column(times)
+    kv_a = _float_column(kv)
+    code_a = _int_column(codes)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    order = np.lexsort((ints[0], rank.take(code_a), time_a))
+    pool_col = pd.Series(names).array      # what pandas infers from the names (as from rows)
+    cols = [time_a, pool_col.take(code_a.take(order)), ints[0].take(order),
+            ints[1].take(order), ints[2].take(order), kv_a.take(order), ints[3].take(order),
+            ints[4].take(order)]
+    cols[0] = time_a.take(order)
+    return pd.DataFrame(dict(zip(TIMELINE_COLUMNS, cols)))
+
+
+def _is_float(x: Any) -> bool:
+    return isinstance(x, float)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _timeline_table_pandas(rows: list) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+    if len(df):
+        df = df.sort_values(["time_s", "pool", "replica"], kind="stable").reset_index(drop=True)
+    return df
 
 
 def request_rows_frame(reqs, with_tenant: bool = False) -> pd.DataFrame:
@@ -220,8 +485,6 @@ STREAM_SAMPLE_ROWS = 100_000
 #: ITL samples buffered before they are folded into the histogram (in lists: ≈ 40-60 bytes
 #: each, so the buffer stays under ≈ 4 MB).
 ITL_FLUSH_ENTRIES = 1 << 16
-#: ITL samples buffered in lists before they are packed into numpy chunks (in-memory runs).
-ITL_PACK_ENTRIES = 1 << 16
 
 _STR_COLUMNS = ("pool", "status", "reason", "tenant")
 
@@ -245,8 +508,11 @@ class HistogramItl(ItlRecorder):
             self.flush()
 
     def flush(self) -> None:
-        if self.gaps_s:
+        if self.pending():
             self.hist.add(*self._take())
+
+    def spill(self) -> None:
+        self.flush()
 
     def arrays(self):
         self.flush()
