@@ -291,6 +291,32 @@ def test_itl_recorder_keeps_every_entry_in_order_across_packs(monkeypatch):
     assert g2.tolist() == want_g and c2.tolist() == want_c
 
 
+
+def test_itl_lines_keep_their_place_among_single_entries_across_packs(monkeypatch):
+    """``add_line`` gaps (a macro-step's steps, kept as one record per line) come out of
+    ``arrays()`` where ``add`` calls of the same gaps would have put them, with the floats
+    ``a + b * j`` computes, also when the lines fill the buffer (and pack it themselves)."""
+    from llmsim.metrics import recorder as rec_mod
+    monkeypatch.setattr(rec_mod, "ITL_PACK_ENTRIES", 5)
+    rec = rec_mod.Recorder()
+    want_g, want_c = [], []
+    for i in range(9):
+        a, b = 0.01 * (i + 1) + 1e-7 * i, 3e-5 * (i % 3)
+        j0, n = i % 2, i % 4 + 1
+        rec.itl.add_line(a, b, j0, n, i + 2)
+        want_g += [a + b * j for j in range(j0, j0 + n)]
+        want_c += [i + 2] * n
+        if i % 3:
+            rec.itl.add(0.5 + i, 1)
+            want_g.append(0.5 + i)
+            want_c.append(1)
+        rec.itl.add_line(0.3, 1e-3, 0, 0, 7)           # an empty line adds nothing
+        if i % 2:
+            rec.request_ended(Request(i, 0.0, 10, 2))
+    assert len(rec.itl._chunks) >= 2
+    g, c = rec.itl.arrays()
+    assert g.tolist() == want_g and c.tolist() == want_c
+
 # ---------------------------------------------------------------------------- overload ---
 
 def test_queue_trend_medians_track_exact_fifths():

@@ -40,8 +40,7 @@ import simpy
 from llmsim.engine.events import Environment, FastEvent, event, start_process, timeout
 from llmsim.errors import InputError, input_problem
 from llmsim.scheduling.base import Scheduler, SchedulerOutput
-from llmsim.scheduling.runs import (DecodeRunPlan, bisect_left_float, bisect_right_float,
-                                    bisect_right_int)
+from llmsim.scheduling.runs import DecodeRunPlan, bisect_right_int
 from llmsim.workload.request import FINISHED, Request
 
 if TYPE_CHECKING:    # (cluster.py imports this module: the types only, for the compiled build)
@@ -209,12 +208,12 @@ class Replica:
         plan = self._run_plan
         if self._run_proc is ve and plan is not None:
             now = self.env._now
-            j = bisect_left_float(plan.ends, now, self._run_a + 1, self._run_k + 1)
+            j = plan.first_end_at_least(now, self._run_a + 1, self._run_k + 1)
             if j < self._run_k:
                 due = (plan, j)
                 if self._boundary_due != due:
                     self._boundary_due = due
-                    ev = timeout(self.env, plan.ends[j] - now)
+                    ev = timeout(self.env, plan.end(j) - now)
                     ev.callbacks.append(lambda _e: self._boundary_in_run(due))
                 return
         self.poke(ve)
@@ -250,7 +249,7 @@ class Replica:
         kv = sched.kv
         before = kv.num_free_blocks
         sched.release_kv(req, num_kv_tokens)
-        d = self._run_plan.durs[self._run_a]      # step _run_a + 1, in flight
+        d = self._run_plan.dur(self._run_a + 1)     # step _run_a + 1, in flight
         self.kv_usage_integral += (kv.num_free_blocks - before) / kv.num_blocks * d
 
     def _collect(self, sched: Scheduler) -> None:
@@ -463,15 +462,15 @@ class Replica:
         """The run ends with its last planned step (or the one before, when that one would
         end past the horizon); returns that end."""
         plan: DecodeRunPlan = self._run_plan
-        ends = plan.ends
-        k = len(ends) - 1
-        if k > 1 and ends[k] >= self.horizon_s:
+        k = plan.num_steps
+        if k > 1 and plan.t_last >= self.horizon_s:
             k -= 1      # a step ending past the horizon is never applied: stop before it
             plan.open = False
         self._run_k = k
         self._update_fin_due()
-        self._kv_t = self._busy_until_s = ends[k]
-        return ends[k]
+        t = plan.end(k)
+        self._kv_t = self._busy_until_s = t
+        return t
 
     def _update_fin_due(self) -> None:
         """``fin_due_s``: the end of the first step of the run, applied after ``_run_a`` and
@@ -479,16 +478,16 @@ class Replica:
         plan: DecodeRunPlan = self._run_plan
         fins = plan.fin_steps
         i = bisect_right_int(fins, self._run_a, 0)
-        self.fin_due_s = plan.ends[fins[i]] if i < len(fins) and fins[i] < self._run_k else INF
+        self.fin_due_s = plan.end(fins[i]) if i < len(fins) and fins[i] < self._run_k else INF
 
     def _continue_run(self, sched: Scheduler) -> float | None:
-        """The run's timeout fired at ``ends[_run_k]``: plan more steps if the plan can go on
+        """The run's timeout fired at the end of step ``_run_k``: plan more steps if the plan can go on
         and nothing cut the run (returns the new end), else apply what is left (None)."""
         plan: DecodeRunPlan = self._run_plan
         if plan.open:
             k = self._run_k
             plan.extend(self._run_cap())
-            if len(plan.ends) - 1 > k:
+            if plan.num_steps > k:
                 return self._set_run_end()
         if self._run_a < self._run_k:      # else _boundary_in_run applied the last step
             self._apply_run(sched, self._run_k)
@@ -505,23 +504,21 @@ class Replica:
 
     def _apply_run(self, sched: Scheduler, k: int) -> None:
         """Apply steps ``_run_a+1 .. k`` of the macro-step, the last one ending the run at
-        ``ends[k]``, with the accounting single stepping would do."""
+        ``plan.end(k)``, with the accounting single stepping would do."""
         plan: DecodeRunPlan = self._run_plan
-        ends = plan.ends
-        durs = plan.durs
         busy, integral = self.busy_s, self.kv_usage_integral
         if k - 1 > self._run_a:       # else the steps before the last one are applied
-            busy, integral = sched.run_decode_steps(ends, durs, plan.fin_steps, self._run_a,
-                                                    k - 1, busy, integral)
+            busy, integral = sched.run_decode_steps(plan, self._run_a, k - 1, busy, integral)
         kv = sched.kv
-        d = durs[k - 1]
+        d = plan.dur(k)
         self.busy_s = busy + d
         self.kv_usage_integral = integral + kv.num_used_blocks / kv.num_blocks * d
-        self._kv_t = self._busy_until_s = ends[k]
+        t = plan.end(k)
+        self._kv_t = self._busy_until_s = t
         self.num_steps += k - self._run_a
         self.num_runs += 1
         self._run_a = k
-        sched.update_from_output(self._run_out, ends[k])
+        sched.update_from_output(self._run_out, t)
 
     def sync(self, now: float) -> None:
         """Bring a replica inside a macro-step to the state single stepping shows at ``now``:
@@ -529,7 +526,8 @@ class Replica:
         which its own process applies."""
         if self._run_proc is None:
             return
-        j = bisect_right_float(self._run_plan.ends, now, self._run_a + 1, self._run_k) - 1
+        plan: DecodeRunPlan = self._run_plan
+        j = plan.first_end_after(now, self._run_a + 1, self._run_k) - 1
         if j > self._run_a:
             self._apply_steps(j)
 
@@ -541,7 +539,7 @@ class Replica:
         a = self._run_a
         sched = ve.scheduler
         self.busy_s, self.kv_usage_integral = sched.run_decode_steps(
-            plan.ends, plan.durs, plan.fin_steps, a, j, self.busy_s, self.kv_usage_integral)
+            plan, a, j, self.busy_s, self.kv_usage_integral)
         self.num_steps += j - a
         self._run_a = j
         self._update_fin_due()
@@ -555,7 +553,7 @@ class Replica:
         reserve their room, handled without ending the macro-step where single stepping would
         not change the batch there.
 
-        Single stepping does, at the boundary ``ends[j]``: the boundary work of
+        Single stepping does, at the boundary ``plan.end(j)``: the boundary work of
         :meth:`_boundary` (reserve, start the moves) on the state after step ``j``, then the
         decode step ``j + 1`` (its blocks reserved, preempting if they do not fit). Here: steps
         up to ``j`` are applied, the blocks of step ``j + 1`` are given back for the boundary
@@ -583,7 +581,6 @@ class Replica:
         self._boundary(ve)
         taken = free - kv.num_free_blocks
         k = self._run_k
-        ends = plan.ends
         free = kv.num_free_blocks - r
         if free < 0:
             # step j + 1 would preempt: end the macro-step here, step j already applied
@@ -591,8 +588,9 @@ class Replica:
             self._run_k = j
             plan.open = False
             self.fin_due_s = INF
-            self._kv_t = self._busy_until_s = ends[j]
-            self._retarget(ends[j])
+            t = plan.end(j)
+            self._kv_t = self._busy_until_s = t
+            self._retarget(t)
             return
         kv.num_free_blocks = free
         if kv.decode_grows and sched.nd:
@@ -607,9 +605,10 @@ class Replica:
                 stop = plan.fin_steps[i]
         if stop < k:
             self._run_k = stop
-            self._kv_t = self._busy_until_s = ends[stop]
+            t = plan.end(stop)
+            self._kv_t = self._busy_until_s = t
             self._update_fin_due()
-            self._retarget(ends[stop])
+            self._retarget(t)
 
     def _run_cap(self) -> int:
         """Steps to plan at a time for a macro-step: about the mean number of steps between
@@ -628,16 +627,16 @@ class Replica:
         """An arrival at ``t`` was queued on a replica inside a macro-step: end the macro-step
         at the end of the step that contains ``t`` (never one already applied)."""
         plan: DecodeRunPlan = self._run_plan
-        ends = plan.ends
         k = self._run_k
-        j = bisect_left_float(ends, t, self._run_a + 1, k + 1)
+        j = plan.first_end_at_least(t, self._run_a + 1, k + 1)
         self.num_cuts += 1
         plan.open = False      # the run ends at the end of step j: no more planning
         if j < k:
             self._run_k = j
-            self._kv_t = self._busy_until_s = ends[j]
+            t_j = plan.end(j)
+            self._kv_t = self._busy_until_s = t_j
             self._update_fin_due()
-            self._retarget(ends[j])
+            self._retarget(t_j)
 
     def _retarget(self, t: float) -> None:
         """Make the engine process, suspended on the macro-step's timeout, resume at ``t``
@@ -661,8 +660,8 @@ class Replica:
         if ve is not None:
             plan: DecodeRunPlan = self._run_plan
             j = self._run_a
-            if j < self._run_k and plan.ends[j] <= t:
-                d = t - plan.ends[j]            # step j + 1, in flight since ends[j]
+            if j < self._run_k and plan.end(j) <= t:
+                d = t - plan.end(j)             # step j + 1, in flight since its end
                 kv = ve.scheduler.kv
                 self.busy_s += d
                 self.kv_usage_integral += kv.num_used_blocks / kv.num_blocks * d
@@ -684,9 +683,9 @@ class Replica:
         last_token_s)]`` (see ``Scheduler.evict_all``); hand-offs are the cluster's business."""
         ve = self._run_proc
         if ve is not None:
-            ends = self._run_plan.ends
+            plan: DecodeRunPlan = self._run_plan
             k = self._run_k
-            j = bisect_right_float(ends, now, self._run_a + 1, k + 1) - 1
+            j = plan.first_end_after(now, self._run_a + 1, k + 1) - 1
             if j >= k:      # the run has ended (its process would resume at this time)
                 if k > self._run_a:
                     self._apply_run(ve.scheduler, k)
@@ -696,7 +695,7 @@ class Replica:
                 # `now` off below, so bill the part before `now` here
                 if j > self._run_a:
                     self._apply_steps(j)
-                d = now - ends[j]
+                d = now - plan.end(j)
                 if d > 0:
                     kv = ve.scheduler.kv
                     self.busy_s += d

@@ -98,6 +98,9 @@ class NullItl(ItlRecorder):
     def add_many(self, gaps_s: list, count: int) -> None:
         pass
 
+    def add_line(self, a: float, b: float, j0: int, n: int, count: int) -> None:
+        pass
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Scheduler:
@@ -613,29 +616,35 @@ class Scheduler:
         ``t1``); see :class:`~llmsim.scheduling.runs.DecodeRunPlan` (the caller extends it)."""
         return DecodeRunPlan(self, now, t1, limit_s, pieces_of, span)
 
-    def run_decode_steps(self, ends: list[float], durs: list[float], fin_steps: list[int],
-                         a: int, m: int, busy_s: float,
+    def run_decode_steps(self, plan: DecodeRunPlan, a: int, m: int, busy_s: float,
                          kv_integral: float) -> tuple[float, float]:
-        """Steps ``a+1 .. m`` of a planned macro-step (:meth:`plan_decode_run`), each as one
-        ``update_from_output`` (ITL, tokens, finishes at ``ends[i]``) followed by the
-        ``schedule`` of the next decode-only step (its blocks reserved), on a state that has
-        applied steps ``1 .. a`` and scheduled step ``a + 1``. ``fin_steps`` (sorted) are the
-        steps after which some request finishes. Also returns the replica's busy time and
-        KV-usage integral with each step added when it starts, as single stepping accounts
+        """Steps ``a+1 .. m`` of a planned macro-step ``plan`` (:meth:`plan_decode_run`),
+        each as one ``update_from_output`` (ITL, tokens, finishes at the step's end) followed
+        by the ``schedule`` of the next decode-only step (its blocks reserved), on a state that
+        has applied steps ``1 .. a`` and scheduled step ``a + 1``. ``plan.fin_steps`` (sorted)
+        are the steps after which some request finishes. Also returns the replica's busy time
+        and KV-usage integral with each step added when it starts, as single stepping accounts
         them: ``(busy_s, kv_integral)``.
 
-        Work is per *segment*, not per step, except for the KV-usage integral: step 1 (it
-        records the ITL of decoders that joined before it) and each step in ``fin_steps`` go
-        through ``_advance_decodes``; the steps between them, with an unchanged batch, are
-        applied at once (their ITL gaps are the step durations, ``nd`` tokens each)."""
+        Work is per *segment*, not per step, except for the KV-usage integral (a machine loop
+        over the plan's lines): step 1 (it records the ITL of decoders that joined before it)
+        and each step in ``fin_steps`` go through ``_advance_decodes``; the steps between
+        them, with an unchanged batch, are applied at once (their ITL gaps are the step
+        durations, ``nd`` tokens each: one :meth:`ItlRecorder.add_line` per plan segment)."""
         if m <= a:
             return busy_s, kv_integral
+        fin_steps = plan.fin_steps
         kv = self.kv
         grows = kv.decode_grows
         pc = self._phase_count
         bs = self.block_size
         nb = kv.num_blocks
         itl = self.itl
+        seg_i = plan.seg_i
+        seg_a = plan.seg_a
+        seg_b = plan.seg_b
+        n_seg = len(seg_i)
+        t_a = plan.end(a)
         u = nb - kv.num_free_blocks      # blocks in use during the step being applied
         integ = 0.0                      # Σ u · d over the steps applied (÷ nb at the end)
         D = self.D
@@ -646,13 +655,13 @@ class Scheduler:
             nxt = fin_steps[fi] if fi < nf else m + 1
             if i == 1 or i == nxt:
                 # the batch changes after this step (joined group recorded, finishers leave)
-                integ += u * durs[i - 1]
+                integ += u * plan.dur(i)
                 kv.num_free_blocks = nb - u
                 self.D = D
                 if i > a + 1:
-                    self._last_decode_end_s = ends[i - 1]
+                    self._last_decode_end_s = plan.end(i - 1)
                 self._decode_reserved = 0
-                self._advance_decodes(ends[i])
+                self._advance_decodes(plan.end(i))
                 D = self.D
                 u = nb - kv.num_free_blocks
                 if grows and self.nd:
@@ -664,43 +673,67 @@ class Scheduler:
                 continue
             y = nxt - 1 if nxt <= m else m       # steps i .. y keep the batch unchanged
             live = self.nd - self._padding
-            if live:
-                itl.add_many(durs[i - 1:y], live)
-                self.tokens_out += live * (y - i + 1)
             n = y - i + 1
-            if grows and self.nd and n <= 8:
-                for d in durs[i - 1:y]:
-                    integ += u * d
-                    D += 1
-                    u += pc[D % bs]
-                self._decode_reserved = 1
-            elif grows and self.nd:
-                # blocks in use grow by pc[D % bs] after each step. A typed loop (compiled,
-                # ≈ 10× fewer instructions than the map/accumulate/cycle pipeline it
-                # replaced): the products are summed first, left to right from 0.0, then
-                # added to integ — the order and rounding of the builtin sum() over them
-                r = (D + 1) % bs
-                seg = 0.0
-                uj = u
-                k = r
-                for j in range(i - 1, y):
-                    seg += uj * durs[j]
-                    uj += pc[k]
-                    k += 1
-                    if k == bs:
-                        k = 0
-                integ += seg
+            if live:
+                self.tokens_out += live * n
+            # the integral, as single stepping sums it: step by step (mode 1, short runs),
+            # the products summed first from 0.0 and then added (mode 2), or u times the
+            # durations summed from 0.0 (mode 0, no block growth: the builtin sum's order)
+            if grows and self.nd:
+                mode = 1 if n <= 8 else 2
+            else:
+                mode = 0
+            r = (D + 1) % bs
+            acc = 0.0
+            uj = u
+            k = r
+            s = plan.segment_of(i)
+            p = i
+            while p <= y:
+                i0 = seg_i[s]
+                e = seg_i[s + 1] - 1 if s + 1 < n_seg else y
+                if e > y:
+                    e = y
+                sa = seg_a[s]
+                sb = seg_b[s]
+                if live:
+                    if e - p < 2:
+                        # one or two gaps: single entries (a line's record costs more)
+                        for j in range(p - i0, e - i0 + 1):
+                            itl.add(sa + sb * j, live)
+                    else:
+                        itl.add_line(sa, sb, p - i0, e - p + 1, live)
+                for j in range(p - i0, e - i0 + 1):
+                    d = sa + sb * j
+                    if mode == 0:
+                        acc += d
+                    elif mode == 1:
+                        integ += u * d
+                        D += 1
+                        u += pc[D % bs]
+                    else:
+                        acc += uj * d
+                        uj += pc[k]
+                        k += 1
+                        if k == bs:
+                            k = 0
+                p = e + 1
+                s += 1
+            if mode == 0:
+                integ += u * acc
+                D += n
+            elif mode == 2:
+                integ += acc
                 u += blocks_reserved(pc, r, n)
                 D += n
+            if mode:
                 self._decode_reserved = 1
-            else:
-                integ += u * sum(durs[i - 1:y], 0.0)   # a float start: mypyc 2.4 types sum(list[float]) as int
-                D += n
             i = y + 1
         kv.num_free_blocks = nb - u
         self.D = D
-        self._last_decode_end_s = ends[m]
-        return busy_s + (ends[m] - ends[a]), kv_integral + integ / nb
+        t_m = plan.end(m)
+        self._last_decode_end_s = t_m
+        return busy_s + (t_m - t_a), kv_integral + integ / nb
 
     def _on_decode_finished(self, st: SeqState, now: float) -> None:
         self._remove_running(st)

@@ -1,16 +1,17 @@
 """Plans of exact macro-steps: runs of decode steps whose batch changes only at known steps
 (plain Python, no SimPy).
 
-A :class:`DecodeRunPlan` holds the step end times of a run that starts with the step the
-scheduler just scheduled (step 1, from ``now`` to ``t1``) and continues with decode-only steps,
-as single stepping would run them with nothing admitted in between: ``ends[0] = now``,
-``ends[i]`` the end of step ``i``, ``durs[i-1]`` its duration, ``fin_steps`` the sorted steps
-``i`` after which some request finishes (only those with a later planned step).
+A :class:`DecodeRunPlan` holds the steps of a run that starts with the step the scheduler just
+scheduled (step 1, from ``now`` to ``t1``) and continues with decode-only steps, as single
+stepping would run them with nothing admitted in between: ``end(i)`` is the end of step ``i``
+(``end(0) = now``), ``dur(i)`` its duration, ``fin_steps`` the sorted steps ``i`` after which
+some request finishes (only those with a later planned step). The steps are kept as segments of
+one line each, not one float per step (see the class).
 
 Decode step ``i + 1`` is evaluated with ``pieces_of(nd)`` (``CostModel.decode_step_pieces``,
 the decode step time as pieces of one line each) at the context sum left after step ``i``'s
 finishers: between two finishes the context sum grows by ``nd`` per step, so a segment that stays
-within one piece is a list comprehension and its step ends a running sum (C-level loops).
+within one piece is one line ``a + b·j`` (one segment of the plan; its step ends a running sum).
 Planning stops — for good (``open`` becomes False) — after the step that ends at or past
 ``limit_s`` (timeline sample, horizon), before a step whose block needs would not fit without
 preemption, when every decoder has finished, and, unless ``span`` (nothing is waiting that a
@@ -26,7 +27,6 @@ as the next arrival is likely to cut the run, so little planning is wasted.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -131,10 +131,32 @@ def bisect_right_int(a: list[int], x: int, lo: int) -> int:
 
 
 class DecodeRunPlan:
-    ends: list[float]
-    durs: list[float]
+    """The steps of a planned macro-step, kept as *segments* of one line each (no list of step
+    times: a float per step would be boxed and appended, ≈ 100 instructions, where the sum of
+    a segment's line is a machine loop of a few).
+
+    Steps are numbered from 1: step 1 is the step just scheduled (from ``now`` to ``t1``),
+    steps ``2 .. num_steps`` the decode-only steps planned after it. Segment ``s`` holds steps
+    ``seg_i[s] .. seg_i[s+1] - 1`` (the last one up to ``num_steps``); step ``seg_i[s] + j``
+    lasts ``seg_a[s] + seg_b[s]·j`` and ends at ``seg_t[s]`` plus the durations of the
+    segment's steps up to it, added one by one from ``j = 0`` (the float sums single stepping
+    makes, in its order: :meth:`end` and the planning loop add them the same way).
+    :meth:`end` and :meth:`dur` read step ``i``'s end and duration, :meth:`first_end_at_least`
+    and :meth:`first_end_after` are ``bisect_left`` / ``bisect_right`` over the step ends
+    ``end(0) = now, end(1), … end(num_steps)``."""
     fin_steps: list[int]
     open: bool
+    now: float
+    t1: float
+    num_steps: int
+    t_last: float
+    seg_i: list[int]
+    seg_t: list[float]
+    seg_a: list[float]
+    seg_b: list[float]
+    _ci: int
+    _ct: float
+    _cs: int
     _sched: Scheduler
     _pieces_of: Callable[[int], Any]
     _limit_s: float
@@ -151,8 +173,17 @@ class DecodeRunPlan:
 
     def __init__(self, sched: Scheduler, now: float, t1: float, limit_s: float,
                  pieces_of: Callable[[int], Any], span: bool) -> None:
-        self.ends = [now, t1]
-        self.durs = [t1 - now]
+        self.now = now
+        self.t1 = t1
+        self.num_steps = 1
+        self.t_last = t1
+        self.seg_i = []
+        self.seg_t = []
+        self.seg_a = []
+        self.seg_b = []
+        self._ci = 0                     # cursor of end(): step _ci (0: none) of segment
+        self._ct = 0.0                   # _cs ends at _ct
+        self._cs = 0
         self.fin_steps = []
         self._sched = sched
         self._pieces_of = pieces_of
@@ -191,6 +222,98 @@ class DecodeRunPlan:
                     key = wh[0][0]
             self._upto = key - 1          # last D at which a step may be scheduled
         self.open = True
+
+    # -- reading the steps ---------------------------------------------------------------------
+    def segment_of(self, i: int) -> int:
+        """The segment holding step ``i`` (2 ≤ i ≤ num_steps)."""
+        si = self.seg_i
+        last = len(si) - 1
+        if si[last] <= i:               # (most reads are in the last segment)
+            return last
+        return bisect_right_int(si, i, 0) - 1
+
+    def dur(self, i: int) -> float:
+        """Duration of step ``i`` (1 ≤ i ≤ num_steps)."""
+        if i <= 1:
+            return self.t1 - self.now
+        s = self.segment_of(i)
+        return self.seg_a[s] + self.seg_b[s] * (i - self.seg_i[s])
+
+    def end(self, i: int) -> float:
+        """End of step ``i`` (0 ≤ i ≤ num_steps; ``end(0)`` is ``now``). Walks the segment
+        from its start, or from the last step read when that one is in the same segment and
+        not after ``i`` (the engine reads the steps mostly in order)."""
+        if i <= 1:
+            return self.now if i <= 0 else self.t1
+        if i == self.num_steps:
+            return self.t_last
+        si = self.seg_i
+        s = self._cs
+        ci = self._ci
+        if ci and ci <= i and (s + 1 == len(si) or i < si[s + 1]):
+            t = self._ct
+            j = ci - si[s] + 1           # the next step to add
+        else:
+            s = self.segment_of(i)
+            t = self.seg_t[s]
+            j = 0
+        a = self.seg_a[s]
+        b = self.seg_b[s]
+        last = i - si[s]
+        while j <= last:
+            t += a + b * j
+            j += 1
+        self._ci = i
+        self._ct = t
+        self._cs = s
+        return t
+
+    def first_end_at_least(self, x: float, lo: int, hi: int) -> int:
+        """``bisect_left`` of ``x`` in the step ends, within ``[lo, hi]`` (``hi`` when no end
+        in ``[lo, hi)`` reaches ``x``; ``hi`` ≤ num_steps + 1)."""
+        i = self._first_end(x, False)
+        return lo if i < lo else (hi if i > hi else i)
+
+    def first_end_after(self, x: float, lo: int, hi: int) -> int:
+        """``bisect_right`` of ``x`` in the step ends, within ``[lo, hi]``."""
+        i = self._first_end(x, True)
+        return lo if i < lo else (hi if i > hi else i)
+
+    def _first_end(self, x: float, strict: bool) -> int:
+        """The first step ``i`` in ``0 .. num_steps`` whose end is at least ``x`` (above it
+        when ``strict``), ``num_steps + 1`` if none (the ends never decrease)."""
+        if (self.now > x) if strict else (self.now >= x):
+            return 0
+        if (self.t1 > x) if strict else (self.t1 >= x):
+            return 1
+        si = self.seg_i
+        st = self.seg_t
+        n_seg = len(si)
+        if not n_seg:
+            return 2
+        # the last segment that starts below x (at or below x when strict): seg_t[0] = t1
+        s = (bisect_right_float(st, x, 0, n_seg) if strict
+             else bisect_left_float(st, x, 0, n_seg)) - 1
+        i0 = si[s]
+        n = (si[s + 1] if s + 1 < n_seg else self.num_steps + 1) - i0
+        a = self.seg_a[s]
+        b = self.seg_b[s]
+        ci = self._ci
+        if self._cs == s and ci and ((self._ct <= x) if strict else (self._ct < x)):
+            t = self._ct                 # the cursor's step ends before x: go on from it
+            j = ci - i0 + 1
+        else:
+            t = st[s]
+            j = 0
+        while j < n:
+            t += a + b * j
+            if (t > x) if strict else (t >= x):
+                self._ci = i0 + j
+                self._ct = t
+                self._cs = s
+                return i0 + j
+            j += 1
+        return i0 + n
 
     def take_blocks(self, n: int) -> bool:
         """``n`` free blocks were taken during the run (a context reserved its room at a step
@@ -242,10 +365,13 @@ class DecodeRunPlan:
         nf = len(fins)
         fi = self._fi
         nxt = fins[fi][0] if fi < nf else -1
-        ends = self.ends
-        durs = self.durs
+        seg_i = self.seg_i
+        seg_t = self.seg_t
+        seg_a = self.seg_a
+        seg_b = self.seg_b
+        ns = self.num_steps
         limit_s = self._limit_s
-        t = ends[-1]
+        t = self.t_last
         stop = False
         while Di < Dcap:
             if nxt == Di:
@@ -270,7 +396,7 @@ class DecodeRunPlan:
             while pieces[p][0] > c0:
                 p -= 1
             if p + 1 == npieces or pieces[p + 1][0] > c0 + nd * (n - 1):
-                # one line all along the segment
+                # one line all along the segment: one segment of the plan
                 _, A, B = pieces[p]
                 a = A + B * c0
                 b = B * nd
@@ -281,21 +407,21 @@ class DecodeRunPlan:
                             n = j
                             stop = True
                             break
-                n0 = len(ends)
-                for j in range(n):         # (compiled: a machine loop, no list of the segment)
-                    d = a + b * j
-                    t += d
-                    ends.append(t)
-                    durs.append(d)
-                t = ends[-1]
-                if t >= limit_s:           # stop after the step that reaches the limit
-                    j = bisect_left(ends, limit_s, n0)
-                    del ends[j + 1:]
-                    del durs[j:]
-                    t = ends[-1]
-                    Di += j - n0 + 1
-                    stop = True
-                    break
+                if n:
+                    seg_i.append(ns + 1)
+                    seg_t.append(t)
+                    seg_a.append(a)
+                    seg_b.append(b)
+                    for j in range(n):     # (compiled: a machine loop)
+                        t += a + b * j
+                        if t >= limit_s:   # stop after the step that reaches the limit
+                            ns += j + 1
+                            Di += j + 1
+                            stop = True
+                            break
+                    if t >= limit_s:
+                        break
+                    ns += n
                 Di += n
                 if stop:
                     break
@@ -309,9 +435,12 @@ class DecodeRunPlan:
                         break
                 c = c0 + nd * j
                 d = max([A + B * c for _, A, B in pieces])
+                ns += 1                    # a segment of one step (d + 0.0 == d)
+                seg_i.append(ns)
+                seg_t.append(t)
+                seg_a.append(d)
+                seg_b.append(0.0)
                 t += d
-                ends.append(t)
-                durs.append(d)
                 if t >= limit_s:
                     Di += j + 1
                     stop = True
@@ -330,7 +459,9 @@ class DecodeRunPlan:
         self._K = K
         self._free = free
         self._fi = fi
+        self.num_steps = ns
+        self.t_last = t
         if stop:
             self.open = False
-        if fin_steps and fin_steps[-1] >= len(ends) - 1:
+        if fin_steps and fin_steps[-1] >= ns:
             fin_steps.pop()       # finishers after the last planned step: the run's end

@@ -295,7 +295,7 @@ class SpeculativeMixin:
     def plan_decode_run(self, now, t1, limit_s, pieces_of, span):
         raise NotImplementedError("speculative decoding runs one step at a time")
 
-    def run_decode_steps(self, ends, durs, fin_steps, a, m, busy_s, kv_integral):
+    def run_decode_steps(self, plan, a, m, busy_s, kv_integral):
         raise NotImplementedError("speculative decoding runs one step at a time")
 
     def drain_unfinished(self):
