@@ -3,7 +3,9 @@
     python benchmarks/bench_shapes.py [--requests 50000] [--repeat 3] [--skip-mooncake]
 
 Runs (invariant checks off, median of ``--repeat`` rounds, each round running every shape once)
-and prints wall seconds per simulated request and the ratio to the chat run:
+and prints wall seconds per simulated request, the ratio to the chat run, and the ratio to one
+bare SimPy timeout measured in the same process (``bench_simulate.py``'s machine-independent
+ratio, for every shape):
 
 - ``chat``: the workload of ``bench_simulate.py`` (Llama-3.1-8B, 16 × H100-SXM, ``vllm``,
   least-outstanding, 10.3 req/s per replica);
@@ -26,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_simulate import scenario  # noqa: E402
+from bench_simulate import bare_timeout_s, scenario  # noqa: E402
 
 MOONCAKE = ["workload.trace.window=null", "workload.trace.speedup=1.0",
             "cluster.pools.0.replicas=4", "cluster.router=prefix_affinity"]
@@ -67,13 +69,18 @@ def main(argv=None) -> int:
     if not args.skip_mooncake and mooncake.is_dir():
         runs.append(("prefix caching (Mooncake)",
                      lambda: simulate(str(ROOT / "scenarios/prefix_caching.yaml"), MOONCAKE)))
+    timeout_s = bare_timeout_s()
     base = None
-    print(f"{'run':28s} {'requests':>9s} {'wall s':>8s} {'us/request':>11s} {'vs chat':>8s}")
+    print(f"{'run':28s} {'requests':>9s} {'wall s':>8s} {'us/request':>11s} {'vs chat':>8s} "
+          f"{'ratio':>6s}")
     for name, wall, count in timed_rounds(runs, args.repeat):
         per = wall / count
         if base is None:
             base = per
-        print(f"{name:28s} {count:9d} {wall:8.2f} {per * 1e6:11.1f} {per / base:7.2f}x")
+        print(f"{name:28s} {count:9d} {wall:8.2f} {per * 1e6:11.1f} {per / base:7.2f}x "
+              f"{per / timeout_s:6.1f}")
+    print(f"ratio: wall per request / one bare SimPy timeout ({timeout_s * 1e6:.2f} us, "
+          "measured before the runs)")
     return 0
 
 
