@@ -25,7 +25,7 @@ decoding request, grouped by the time of the request's previous token (``itl.add
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import heapq
 from mypy_extensions import mypyc_attr
@@ -85,6 +85,9 @@ class SchedulerOutput:
     @property
     def num_tokens(self) -> int:
         return self.agg.prefill_tokens + self.agg.decode_seqs
+
+
+_TUPLE_NEW: Final = tuple.__new__
 
 
 class NullItl(ItlRecorder):
@@ -536,11 +539,14 @@ class Scheduler:
             pc += c
             if req.num_computed_tokens + n >= req.num_tokens:
                 sampled += 1
+        # the NamedTuple made by tuple.__new__ (the same object its constructor makes): its
+        # generated __new__ is a Python function, ≈ 2,900 instructions per call from compiled
+        # code against ≈ 800 (one call per scheduled step)
         if num_decodes:
-            agg = BatchAggregates(ps, pt, pnc, pn2, pc, num_decodes, self.decode_ctx_sum(),
-                                  sampled + num_decodes)
+            agg = _TUPLE_NEW(BatchAggregates, (ps, pt, pnc, pn2, pc, num_decodes,
+                                               self.decode_ctx_sum(), sampled + num_decodes))
         else:
-            agg = BatchAggregates(ps, pt, pnc, pn2, pc, 0, 0, sampled)
+            agg = _TUPLE_NEW(BatchAggregates, (ps, pt, pnc, pn2, pc, 0, 0, sampled))
         return self._output(prefills, num_decodes, agg, npre)
 
     def _output(self, prefills: list[tuple[SeqState, int]], num_decodes: int, agg: Any,
