@@ -165,7 +165,7 @@ class Cluster:
         call in the compiled build; a custom one's, a Python call)."""
         router = self.router
         if isinstance(router, Router):
-            return router.choose(req, replicas)
+            return router.choose(req, replicas)     # (narrowed: compiled, a native call)
         return router.choose(req, replicas)
 
     # ------------------------------------------------------------------ arrivals ---------

@@ -347,11 +347,10 @@ def _object_column(values: list) -> Any:
     return _take(*_str_codes(values))
 
 
-def _str_codes(values: list) -> tuple[Any, Any]:
-    """(the column pandas infers from the distinct values of ``values``, int64 codes of
-    ``values`` into it)."""
+def _codes(values: list, distinct: list) -> list[int]:
+    """Codes of ``values`` into ``distinct``, which gets each new value appended, in the order
+    of first appearance."""
     index: dict[Any, int] = {}
-    distinct: list[Any] = []
     codes: list[int] = []
     last: Any = index         # (no value is this dict)
     c = -1
@@ -365,6 +364,14 @@ def _str_codes(values: list) -> tuple[Any, Any]:
                 c = got
             last = x
         codes.append(c)
+    return codes
+
+
+def _str_codes(values: list) -> tuple[Any, Any]:
+    """(the column pandas infers from the distinct values of ``values``, int64 codes of
+    ``values`` into it)."""
+    distinct: list[Any] = []
+    codes = _codes(values, distinct)
     return pd.Series(distinct).array, _int_column(codes)
 
 
@@ -396,11 +403,7 @@ def timeline_table(rows: list) -> pd.DataFrame:
     kv: list[Any] = []
     finished: list[Any] = []
     tokens: list[Any] = []
-    codes: list[int] = []
-    index: dict[str, int] = {}
-    names: list[str] = []
-    last: Any = None
-    code = -1
+    pools: list[Any] = []
     for row in rows:
         if not isinstance(row, tuple) or len(row) != 8:
             return _timeline_table_pandas(rows)
@@ -416,16 +419,9 @@ def timeline_table(rows: list) -> pd.DataFrame:
         if not (_is_float(t) and _is_int(i) and _is_int(nw) and _is_int(nr) and _is_float(u)
                 and _is_int(nf) and _is_int(to)):
             return _timeline_table_pandas(rows)
-        if p is not last:
-            if type(p) is not str:
-                return _timeline_table_pandas(rows)
-            got = index.get(p)
-            if got is None:
-                code = index[p] = len(names)
-                names.append(p)
-            else:
-                code = got
-            last = p
+        if type(p) is not str:
+            return _timeline_table_pandas(rows)
+        pools.append(p)
         times.append(t)
         reps.append(i)
         waiting.append(nw)
@@ -433,7 +429,8 @@ def timeline_table(rows: list) -> pd.DataFrame:
         kv.append(u)
         finished.append(nf)
         tokens.append(to)
-        codes.append(code)
+    names: list[Any] = []
+    codes = _codes(pools, names)
     ints = [_packed(c, "q", np.int64) for c in (reps, waiting, running, finished, tokens)]
     if any(a is None for a in ints):       # an int beyond int64
         return _timeline_table_pandas(rows)
