@@ -205,8 +205,8 @@ class Replica:
         ve.incoming.append(h)
         self.num_outstanding += 1
         self.num_arrivals += 1
-        plan = self._run_plan
-        if self._run_proc is ve and plan is not None:
+        if self._run_proc is ve and self._run_plan is not None:
+            plan: DecodeRunPlan = self._run_plan     # (typed: native calls when compiled)
             now = self.env._now
             j = plan.first_end_at_least(now, self._run_a + 1, self._run_k + 1)
             if j < self._run_k:
@@ -249,7 +249,8 @@ class Replica:
         kv = sched.kv
         before = kv.num_free_blocks
         sched.release_kv(req, num_kv_tokens)
-        d = self._run_plan.dur(self._run_a + 1)     # step _run_a + 1, in flight
+        plan: DecodeRunPlan = self._run_plan
+        d = plan.dur(self._run_a + 1)               # step _run_a + 1, in flight
         self.kv_usage_integral += (kv.num_free_blocks - before) / kv.num_blocks * d
 
     def _collect(self, sched: Scheduler) -> None:
