@@ -278,7 +278,8 @@ def test_itl_recorder_keeps_every_entry_in_order_across_packs(monkeypatch):
     want_g, want_c = [], []
     for i in range(7):
         gaps = [0.001 * (i + 1) + 1e-6 * j for j in range(i)]
-        rec.itl.add_many(gaps, i + 1)
+        for g in gaps:
+            rec.itl.add(g, i + 1)
         rec.itl.add(0.5 + i, 3)
         want_g += gaps + [0.5 + i]
         want_c += [i + 1] * i + [3]

@@ -40,10 +40,9 @@ class ItlRecorder:
     """The exact weighted ITL sample. New entries go to lists: the gaps to ``gaps_s``, the
     counts run-length encoded (``_count_vals[i]`` repeated ``_count_runs[i]`` times, in entry
     order): a list takes a float or an int in a few instructions, where ``array('d')`` parses
-    every element it is given, and a macro-step's entries (one count for many gaps) become one
-    run. The steps of a macro-step come as lines (:meth:`add_line`: gaps ``a + b·j``), kept as
-    one entry per line and expanded by numpy when packed, in their place among the single
-    entries. :meth:`pack` (called by the recorder as requests end, once the lists hold
+    every element it is given. The steps of a macro-step come as lines (:meth:`add_line`: gaps
+    ``a + b·j``), kept as one entry per line and expanded by numpy when packed, in their place
+    among the single entries. :meth:`pack` (called by the recorder as requests end, once the lists hold
     ``ITL_PACK_ENTRIES``, and by :meth:`add_line` once the lines hold as many gaps) moves them
     into numpy chunks of 8 bytes per value."""
 
@@ -73,18 +72,6 @@ class ItlRecorder:
         else:
             vals.append(count)
             self._count_runs.append(1)
-
-    def add_many(self, gaps_s: list, count: int) -> None:
-        """``add(gap, count)`` for every gap of ``gaps_s``."""
-        if not gaps_s:
-            return
-        self.gaps_s += gaps_s
-        vals = self._count_vals
-        if vals and vals[-1] == count:
-            self._count_runs[-1] += len(gaps_s)
-        else:
-            vals.append(count)
-            self._count_runs.append(len(gaps_s))
 
     def add_line(self, a: float, b: float, j0: int, n: int, count: int) -> None:
         """``add(a + b * j, count)`` for ``j = j0 … j0 + n - 1`` (the steps of one line of a
@@ -151,7 +138,7 @@ class ItlRecorder:
         return bool(self.gaps_s) or bool(self._line_a)
 
     def pack(self) -> None:
-        if self.gaps_s or self._line_a:
+        if self.pending():
             self._chunks.append(self._take())
 
     def arrays(self):

@@ -98,9 +98,6 @@ class NullItl(ItlRecorder):
     def add(self, gap_s: float, count: int) -> None:
         pass
 
-    def add_many(self, gaps_s: list, count: int) -> None:
-        pass
-
     def add_line(self, a: float, b: float, j0: int, n: int, count: int) -> None:
         pass
 
