@@ -83,14 +83,14 @@ def test_weighted_sort_order_is_the_stable_float_order():
     """The weighted sort (int64 bit patterns when no value has its sign bit set) keeps the
     stable order of the float sort: ties keep their given order, so the weights follow them
     exactly; with -0.0 present the float order is used (-0.0 ties with 0.0)."""
-    from llmsim.metrics.stats import _clean_weighted
+    from llmsim.metrics.stats import _sort_weighted, _valid_weighted
     rng = np.random.default_rng(5)
     base = rng.choice([0.0, 0.5, 1e-300, 3.0, np.inf, 2.5e-3], 400)
     w = rng.integers(1, 50, 400)
     for v in (base, np.r_[base, -0.0, 0.0, -0.0], np.r_[base, -1.5]):
         ww = np.r_[w, np.arange(1, v.size - w.size + 1)]
         order = np.argsort(v, kind="stable")
-        sv, sw = _clean_weighted(v, ww)
+        sv, sw = _sort_weighted(*_valid_weighted(v, ww))
         assert np.array_equal(sv.view(np.int64), v[order].view(np.int64))
         assert np.array_equal(sw, ww[order].astype(np.float64))
 
@@ -117,8 +117,55 @@ def test_stable_order_in_two_passes_is_the_stable_argsort():
         assert np.array_equal(_stable_order(key), np.argsort(key, kind="stable"))
     v = rng.choice([0.5, 0.25, 3e-3, 1e-300, 0.0], n)
     w = rng.integers(1, 9, n)
-    from llmsim.metrics.stats import _clean_weighted
+    from llmsim.metrics.stats import _sort_weighted, _valid_weighted
     order = np.argsort(v, kind="stable")
-    sv, sw = _clean_weighted(v, w)
+    sv, sw = _sort_weighted(*_valid_weighted(v, w))
     assert np.array_equal(sv.view(np.int64), v[order].view(np.int64))
     assert np.array_equal(sw, w[order].astype(np.float64))
+
+
+def test_selected_quantiles_are_the_sorted_ones_bit_for_bit():
+    """On samples long enough to select (SELECT_MIN values or more), the quantiles found by
+    bucketing are the floats the full sort gives: ties, zeros, inf, one value, huge weights,
+    values that share their top bits, and a few hundred random cases; samples it cannot take
+    (a negative value or -0.0, fractional weights, total weight 2^53) fall back to the sort."""
+    from llmsim.metrics.stats import SELECT_MIN, _selected_quantiles, _sort_weighted, \
+        _sorted_quantiles
+    rng = np.random.default_rng(17)
+    n = SELECT_MIN * 2 + 3
+    qs = np.array([0.0, 1e-9, 0.25, 0.5, 0.9, 0.99, 0.999999, 1.0])
+    gaps = np.round(rng.lognormal(-4.5, 0.6, n), 4)
+    samples = [
+        (gaps, rng.integers(1, 9, n)),
+        (rng.choice([0.0, 0.5, 1e-300, 3.0, np.inf, 2.5e-3], n), rng.integers(1, 50, n)),
+        (np.full(n, 0.125), rng.integers(1, 3, n)),
+        (1.0 + rng.integers(0, 3, n) * 2.0 ** -52, rng.integers(1, 4, n)),   # low bits only
+        (gaps, np.r_[np.full(n - 1, 1), 2 ** 40]),
+        (rng.random(n), np.ones(n, dtype=np.int64)),
+    ]
+    for _ in range(300):
+        m = int(rng.integers(SELECT_MIN, 3 * SELECT_MIN))
+        v = np.round(rng.exponential(rng.choice([1e-3, 1.0, 1e6]), m), int(rng.integers(1, 8)))
+        samples.append((v, rng.integers(1, int(rng.integers(2, 1000)), m)))
+    for v, w in samples:
+        w = w.astype(np.float64)
+        with np.errstate(invalid="ignore"):                 # inf - inf, on both paths
+            got = _selected_quantiles(v, w, qs)
+            want = _sorted_quantiles(*_sort_weighted(v, w), qs)
+            scalar = _selected_quantiles(v, w, np.float64(0.9))
+        assert got is not None and scalar is not None and scalar.shape == ()
+        assert np.array_equal(got.view(np.int64), want.view(np.int64)), (got, want)
+    ones = np.ones(n)
+    assert _selected_quantiles(np.r_[gaps[:-1], -0.0], ones, qs) is None
+    assert _selected_quantiles(np.r_[gaps[:-1], -1.0], ones, qs) is None
+    assert _selected_quantiles(gaps, np.r_[ones[:-1], 0.5], qs) is None
+    assert _selected_quantiles(gaps, np.r_[ones[:-1], 2.0 ** 53], qs) is None
+    assert _selected_quantiles(gaps[:SELECT_MIN - 1], ones[:SELECT_MIN - 1], qs) is None
+    # the public functions give the sort's quantiles on either path
+    for v, w in ((gaps, rng.integers(0, 5, n)), (gaps, rng.random(n))):
+        s = weighted_stats(v, w)
+        keep = w > 0
+        sv, sw = _sort_weighted(v[keep], np.asarray(w[keep], dtype=np.float64))
+        want = _sorted_quantiles(sv, sw, np.array([0.5, 0.9, 0.99]))
+        assert [s["p50"], s["p90"], s["p99"]] == want.tolist()
+        assert np.array_equal(weighted_quantiles(v, w, [0.5, 0.9, 0.99]), want)

@@ -46,11 +46,9 @@ def latency_stats(values) -> dict:
     return out
 
 
-def _clean_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and return (sorted values, matching weights) with NaNs and zero weights dropped.
-
-    The sort is stable, so equal values keep their given order (and sums over the result are
-    reproducible)."""
+def _valid_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return (values, float64 weights) in their given order, with NaNs and zero
+    weights dropped."""
     v = np.asarray(values, dtype=np.float64).ravel()
     w = np.asarray(weights).ravel()
     if v.shape != w.shape:
@@ -63,6 +61,11 @@ def _clean_weighted(values, weights) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isnan(v) & (w > 0)
     if not keep.all():
         v, w = v[keep], w[keep]
+    return v, w
+
+
+def _sort_weighted(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(v, w)`` in the stable order of ``v`` (equal values keep their given order)."""
     order = _stable_order(_sort_key(v))
     return v[order], w[order]
 
@@ -117,12 +120,76 @@ def weighted_quantiles(values, weights, qs: Sequence[float] | float) -> np.ndarr
     q = np.asarray(qs, dtype=np.float64)
     if np.isnan(q).any() or (q < 0).any() or (q > 1).any():
         raise ValueError(f"quantiles must lie in [0, 1], got {qs!r}")
-    v, w = _clean_weighted(values, weights)
-    return _sorted_quantiles(v, w, q)
+    v, w = _valid_weighted(values, weights)
+    return _quantiles(v, w, q)
+
+
+def _quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`weighted_quantiles` of a sample :func:`_valid_weighted` returned: by selection
+    when :func:`_selected_quantiles` applies, else by one sort."""
+    out = _selected_quantiles(v, w, q)
+    if out is None:
+        out = _sorted_quantiles(*_sort_weighted(v, w), q)
+    return out
+
+
+#: Samples at least this long have their quantiles selected, not sorted for.
+SELECT_MIN = 4096
+
+
+def _selected_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray | None:
+    """:func:`_sorted_quantiles` of the sorted sample, the same floats, without sorting it:
+    None when this does not apply (fewer than :data:`SELECT_MIN` values, a value with its
+    sign bit set, a weight that is not an integer, or a total weight of 2^53 or more).
+
+    The values' bits read as int64 keys (ordered like the values, see :func:`_sort_key`) are
+    bucketed by their top 16 bits above the minimum (a monotone function of the value); the
+    buckets' weights and their running total say which bucket holds each order statistic the
+    quantiles need, and only those buckets' values are sorted. With integer weights every
+    running total is an exact integer in any summation order, so the order statistic found
+    is the one a full sort finds: the result is bit for bit :func:`_sorted_quantiles`'s. On a
+    run's ITL sample (hundreds of thousands of gaps) this is a few linear passes where the
+    sort took ≈ 75% of the summary's time."""
+    n = v.size
+    if n < SELECT_MIN or np.signbit(v).any():
+        return None
+    total = float(w.sum())
+    if total >= 2.0 ** 53 or not (w == np.floor(w)).all():
+        return None
+    key = np.ascontiguousarray(v).view(np.int64)
+    low = key.min()
+    shift = max(0, (int(key.max()) - int(low)).bit_length() - 16)
+    bucket = (key - low) >> shift
+    below = np.cumsum(np.bincount(bucket, weights=w))   # weight of buckets 0 … b
+    pos = q * (total - 1.0)
+    lo_pos = np.floor(pos)
+    frac = pos - lo_pos
+    hi_pos = np.minimum(lo_pos + 1.0, total - 1.0)
+    # the element at 0-based position t is the first (in value order) whose running total
+    # of weight exceeds t; it lies in the first bucket whose running total does
+    want = np.concatenate((lo_pos.ravel(), hi_pos.ravel()))
+    want_bucket = np.searchsorted(below, want, side="right")
+    picked = np.flatnonzero(np.isin(bucket, np.unique(want_bucket)))
+    order = np.argsort(key[picked], kind="stable")
+    pk = key[picked][order]
+    pw = w[picked][order]
+    pb = bucket[picked][order]                     # ascending: bucket is monotone in key
+    found = np.empty(want.size, dtype=np.int64)
+    for i, (t, b) in enumerate(zip(want.tolist(), want_bucket.tolist())):
+        start = int(np.searchsorted(pb, b, side="left"))
+        stop = int(np.searchsorted(pb, b, side="right"))
+        run = np.cumsum(pw[start:stop])
+        if b:
+            run += below[b - 1]
+        found[i] = pk[start + int(np.searchsorted(run, t, side="right"))]
+    vals = found.view(np.float64)
+    lo = vals[:lo_pos.size].reshape(lo_pos.shape)
+    hi = vals[lo_pos.size:].reshape(hi_pos.shape)
+    return lo + (hi - lo) * frac
 
 
 def _sorted_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """:func:`weighted_quantiles` of a sample :func:`_clean_weighted` returned."""
+    """:func:`weighted_quantiles` of a sample :func:`_sort_weighted` returned."""
     if v.size == 0:
         return np.full(q.shape, np.nan)
     cum = np.cumsum(w)
@@ -141,12 +208,13 @@ def _sorted_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarray
 def weighted_stats(values, weights) -> dict:
     """``{mean, p50, p90, p99}`` of a weighted sample (see :func:`weighted_quantiles`).
 
-    The mean is ``Σ v·w / Σ w``. All ``None`` when the sample is empty.
+    The mean is ``Σ v·w / Σ w``, summed in the sample's given order. All ``None`` when the
+    sample is empty.
     """
-    v, w = _clean_weighted(values, weights)
+    v, w = _valid_weighted(values, weights)
     if v.size == 0:
         return empty_stats()
-    qs = _sorted_quantiles(v, w, _PERCENTILE_QS)     # sorted and cleaned once
+    qs = _quantiles(v, w, _PERCENTILE_QS)
     # elementwise product and sum, not np.dot: a BLAS dot product of a long sample wakes
     # OpenBLAS's worker threads, which then spin on the other cores for a while
     out = {"mean": float((v * w).sum() / w.sum())}
