@@ -58,3 +58,26 @@ def test_simulate_runs_its_event_loop_inside_the_block(thresholds, monkeypatch):
     res = simulate(small(n=50))
     assert seen == ["entered"] and res.summary["requests"]["finished"] == 50
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_the_run_lets_its_raw_rows_go_inside_the_block(thresholds, monkeypatch):
+    """The tables are built and the recorder's raw rows dropped while the raised threshold
+    holds, so the collection the restored thresholds set off does not walk them."""
+    from llmsim.engine.simulation import Simulation
+    from llmsim.metrics.recorder import Recorder
+    from llmsim.scenario import load_scenario
+    at_release = []
+    real = Recorder.release
+
+    def spy(self):
+        at_release.append((gc.get_threshold()[0], len(self.rows), len(self.timeline)))
+        real(self)
+    monkeypatch.setattr(Recorder, "release", spy)
+    sim = Simulation(load_scenario(small(n=50)))
+    out = sim.run()
+    assert len(at_release) == 1
+    threshold, rows, samples = at_release[0]
+    assert threshold == RUN_GEN0_THRESHOLD and rows == 50 and samples == len(out.timeline) > 0
+    assert len(out.requests) == 50 and out.requests["finish_s"].notna().all()
+    assert len(sim.recorder.rows) == 0 and sim.recorder.timeline == []
+    assert gc.get_threshold() == (700, 10, 10)

@@ -262,11 +262,18 @@ class Simulation:
 
     def run(self) -> RunOutput:
         t0 = time.perf_counter()
-        env = self.env
         with run_collection_thresholds():
             self._run_events()
-        simulated_s = env.now
-        wall_s = time.perf_counter() - t0
+            wall_s = time.perf_counter() - t0
+            # the tables are built and the raw rows let go before the collector's thresholds
+            # come back (see Recorder.release)
+            out = self._output(wall_s)
+            self.recorder.release()
+        return out
+
+    def _output(self, wall_s: float) -> RunOutput:
+        """The run's tables and pool figures, once the event loop has stopped."""
+        simulated_s = self.env.now
         notes = []
         for r in self.replicas:
             if r.alive:

@@ -168,6 +168,15 @@ class Recorder:
     def sample(self, row: tuple) -> None:
         self.timeline.append(row)
 
+    def release(self) -> None:
+        """Drop the raw rows and timeline samples (the run's frames are built from them
+        first: :meth:`Simulation.run`); the recorder then reads as empty. Freed at once by
+        reference counting, so the cyclic collector's pass when the run restores its
+        thresholds (:func:`~llmsim.engine.gcpolicy.run_collection_thresholds`) does not walk
+        a list per column of every request: ≈ 6 of that pass's 11 ms in the Mooncake run."""
+        self.rows = RequestRows(self.with_tenant)
+        self.timeline = []
+
     def requests_frame(self, extra_requests=()) -> pd.DataFrame:
         """One row per request (ended + ``extra_requests`` such as unfinished ones), sorted by
         request_id."""
@@ -744,6 +753,10 @@ class StreamingRecorder:
         self.writer.close(empty=empty)
         self._closed = True
         return empty
+
+    def release(self) -> None:
+        """Nothing to drop: the rows are on disk and the timeline in arrays (see
+        :meth:`Recorder.release`)."""
 
     def abort(self) -> None:
         """Drop the partial file after a failed run."""
