@@ -173,7 +173,9 @@ class Recorder:
         first: :meth:`Simulation.run`); the recorder then reads as empty. Freed at once by
         reference counting, so the cyclic collector's pass when the run restores its
         thresholds (:func:`~llmsim.engine.gcpolicy.run_collection_thresholds`) does not walk
-        a list per column of every request: ≈ 6 of that pass's 11 ms in the Mooncake run."""
+        a list per column of every request: that pass goes from 11 to 4.7 ms in the Mooncake
+        run. (Freeing the rows, ≈ 5 ms there, is paid here instead of when the simulation's
+        objects are collected.)"""
         self.rows = RequestRows(self.with_tenant)
         self.timeline = []
 

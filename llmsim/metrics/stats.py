@@ -169,7 +169,9 @@ def _selected_quantiles(v: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.ndarr
     # of weight exceeds t; it lies in the first bucket whose running total does
     want = np.concatenate((lo_pos.ravel(), hi_pos.ravel()))
     want_bucket = np.searchsorted(below, want, side="right")
-    picked = np.flatnonzero(np.isin(bucket, np.unique(want_bucket)))
+    wanted = np.zeros(int(below.size), dtype=bool)
+    wanted[want_bucket] = True
+    picked = np.flatnonzero(wanted[bucket])        # (one gather: np.isin compares per bucket)
     order = np.argsort(key[picked], kind="stable")
     pk = key[picked][order]
     pw = w[picked][order]
