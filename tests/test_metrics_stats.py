@@ -95,35 +95,6 @@ def test_weighted_sort_order_is_the_stable_float_order():
         assert np.array_equal(sw, ww[order].astype(np.float64))
 
 
-def test_stable_order_in_two_passes_is_the_stable_argsort():
-    """_stable_order (a stable pass by the key's top 16 bits, then a stable sort by the key)
-    gives np.argsort(kind="stable") exactly: on long samples with many ties, float bit
-    patterns, negative keys and keys spanning the whole int64 range."""
-    from llmsim.metrics.stats import BUCKET_SORT_MIN, _stable_order
-    rng = np.random.default_rng(11)
-    n = BUCKET_SORT_MIN * 3 + 7
-    gaps = np.round(rng.lognormal(-4.5, 0.6, n), 4)          # ties, ascending-ish runs
-    gaps[::50] = np.sort(gaps[::50])
-    keys = [
-        gaps.view(np.int64),
-        rng.integers(0, 5, n),
-        rng.integers(-2 ** 40, 2 ** 40, n),
-        rng.choice(np.array([np.iinfo(np.int64).min, -1, 0, 1, np.iinfo(np.int64).max]), n),
-        np.zeros(n, dtype=np.int64),
-        np.arange(n, dtype=np.int64)[::-1].copy(),
-        rng.random(n),                                         # float keys: one plain sort
-    ]
-    for key in keys:
-        assert np.array_equal(_stable_order(key), np.argsort(key, kind="stable"))
-    v = rng.choice([0.5, 0.25, 3e-3, 1e-300, 0.0], n)
-    w = rng.integers(1, 9, n)
-    from llmsim.metrics.stats import _sort_weighted, _valid_weighted
-    order = np.argsort(v, kind="stable")
-    sv, sw = _sort_weighted(*_valid_weighted(v, w))
-    assert np.array_equal(sv.view(np.int64), v[order].view(np.int64))
-    assert np.array_equal(sw, w[order].astype(np.float64))
-
-
 def test_selected_quantiles_are_the_sorted_ones_bit_for_bit():
     """On samples long enough to select (SELECT_MIN values or more), the quantiles found by
     bucketing are the floats the full sort gives: ties, zeros, inf, one value, huge weights,
