@@ -155,14 +155,8 @@ def test_prefix_affinity_and_least_outstanding_pick_the_same_with_replicas_or_vi
     from llmsim.scenario import load_scenario
     from llmsim.workload.request import Request
 
-    scn = {"name": "route", "seed": 1, "model": "llama-3.1-8b",
-           "cluster": {"router": "prefix_affinity",
-                       "pools": [{"name": "p", "hardware": "h100-sxm", "replicas": 5}]},
-           "workload": {"num_requests": 5,
-                        "arrival": {"process": "poisson", "rate_per_s": 10},
-                        "prompt_tokens": {"dist": "constant", "value": 20},
-                        "output_tokens": {"dist": "constant", "value": 2}}}
-    sim = Simulation(load_scenario(scn))
+    from tests.test_simulation import small
+    sim = Simulation(load_scenario(small(n=5, replicas=5)))      # (its five replicas only)
     reps = list(sim.cluster.live)
     rng = random.Random(3)
     pa = make_router("prefix_affinity", None)

@@ -71,13 +71,11 @@ class LeastOutstandingRouter(Router):
     def choose(self, request, replicas):
         if _all_replicas(replicas):
             return least_outstanding(replicas)
-        best = replicas[0]
-        bo = best.num_outstanding
-        for r in replicas:
-            o = r.num_outstanding
-            if o < bo:
-                best, bo = r, o
-        return best
+        return min(replicas, key=_outstanding)       # (the first of the fewest, as above)
+
+
+def _outstanding(r: Any) -> Any:
+    return r.num_outstanding
 
 
 def least_outstanding(replicas: list[Replica]) -> Replica:

@@ -42,9 +42,9 @@ class ItlRecorder:
     order): a list takes a float or an int in a few instructions, where ``array('d')`` parses
     every element it is given. The steps of a macro-step come as lines (:meth:`add_line`: gaps
     ``a + b·j``), kept as one entry per line and expanded by numpy when packed, in their place
-    among the single entries. :meth:`pack` (called by the recorder as requests end, once the lists hold
-    ``ITL_PACK_ENTRIES``, and by :meth:`add_line` once the lines hold as many gaps) moves them
-    into numpy chunks of 8 bytes per value."""
+    among the single entries. :meth:`pack` (called by the recorder as requests end, once the
+    lists hold ``ITL_PACK_ENTRIES``, and by :meth:`add_line` once the lines hold as many gaps)
+    moves them into numpy chunks of 8 bytes per value."""
 
     __slots__ = ("gaps_s", "_count_vals", "_count_runs", "_chunks", "_line_a", "_line_b",
                  "_line_j0", "_line_n", "_line_count", "_line_at", "_line_entries")
@@ -327,13 +327,13 @@ def _object_column(values: list) -> Any:
         if x is first:
             continue
         same = False
-        if all_int and not (isinstance(x, int) and not isinstance(x, bool)):
+        if all_int and not _is_int(x):
             all_int = False
         if all_str and not (x is None or type(x) is str):
             all_str = False
         if not all_int and not all_str:
             return values
-    all_int = all_int and isinstance(first, int) and not isinstance(first, bool)
+    all_int = all_int and _is_int(first)
     all_str = all_str and (first is None or type(first) is str)
     if all_int:
         out = _packed(values, "q", np.int64)
@@ -439,10 +439,9 @@ def timeline_table(rows: list) -> pd.DataFrame:
     rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
     order = np.lexsort((ints[0], rank.take(code_a), time_a))
     pool_col = pd.Series(names).array      # what pandas infers from the names (as from rows)
-    cols = [time_a, pool_col.take(code_a.take(order)), ints[0].take(order),
+    cols = [time_a.take(order), pool_col.take(code_a.take(order)), ints[0].take(order),
             ints[1].take(order), ints[2].take(order), kv_a.take(order), ints[3].take(order),
             ints[4].take(order)]
-    cols[0] = time_a.take(order)
     return pd.DataFrame(dict(zip(TIMELINE_COLUMNS, cols)))
 
 
