@@ -482,8 +482,9 @@ class Replica:
         self.fin_due_s = plan.end(fins[i]) if i < len(fins) and fins[i] < self._run_k else INF
 
     def _continue_run(self, sched: Scheduler) -> float | None:
-        """The run's timeout fired at the end of step ``_run_k``: plan more steps if the plan can go on
-        and nothing cut the run (returns the new end), else apply what is left (None)."""
+        """The run's timeout fired at the end of step ``_run_k``: plan more steps if the plan
+        can go on and nothing cut the run (returns the new end), else apply what is left
+        (None)."""
         plan: DecodeRunPlan = self._run_plan
         if plan.open:
             k = self._run_k
